@@ -1,0 +1,182 @@
+"""The perception-coherence loss (SPEC section 5)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from ._validation import (
+    Metric,
+    check_chunk_size,
+    check_exponent,
+    check_features,
+    check_metric,
+    check_positive,
+    check_same_batch,
+)
+from .dissimilarity import pairwise
+from .ranking import (
+    exact_ranks,
+    pairwise_sigmoids,
+    row_chunks,
+    row_scale,
+    soft_ranks,
+    soft_ranks_from_sigmoids,
+)
+
+__all__ = ["PerceptionCoherenceLoss"]
+
+
+class PerceptionCoherenceLoss(nn.Module):
+    """Make the student rank dissimilarities the way the teacher does.
+
+    On a batch of ``B`` samples, with teacher dissimilarities ``D^f`` (no gradient) and
+    student dissimilarities ``D^g``::
+
+        T_ij = R^f_ij                                   exact teacher ranks (SPEC section 2)
+        S_ij = 1/(B-1) * (1 + sum_{k != i, j} sigmoid((D^g_ij - D^g_ik) / (tau * s_i)))
+        L    = 1/(B(B-1)) * sum_{i != j} |S_ij - T_ij|^r
+
+    where ``s_i`` is the mean of row ``i`` of ``D^g`` off the diagonal, detached, so that
+    ``L`` is invariant to rescaling the student's features. As ``tau -> 0``, ``S -> R^g``
+    and ``L -> perception_gap(teacher, student, r=r)`` on the batch (for tie-free data).
+
+    Args:
+        tau: temperature of the student's smoothed ranks, ``> 0``. Relative to ``s_i``:
+            ``tau = 0.1`` smooths comparisons that differ by about a tenth of a typical
+            dissimilarity.
+        metric_teacher, metric_student: dissimilarities of each side (see
+            :func:`perceptcoh.dissimilarity`).
+        r: 2 (squared, default) or 1 (absolute) difference between ranks.
+        teacher_tau: 0 for exact teacher ranks; ``> 0`` smooths the teacher's ranks the same
+            way as the student's, with this temperature.
+        chunk_size: anchors processed at once. The ``O(B^3)`` comparisons are made one chunk
+            of anchors at a time, so memory is ``O(B^2 + chunk_size * B^2)``; ``None`` picks
+            a chunk from a per-device element budget.
+        check_finite: check that the features hold no NaN/Inf (one host synchronisation per
+            call on a GPU; a training loop that checks its loss itself can turn it off).
+
+    ``forward(student_features, teacher_features)`` takes ``(B, q)`` and ``(B, p)`` floating
+    tensors (``q`` and ``p`` may differ, ``B >= 3``) and returns a 0-dim tensor whose
+    gradient flows to ``student_features`` only. The loss is computed in float32 (float64
+    for float64 inputs) with autocast disabled, so bf16/fp16 features under autocast are
+    safe. The backward pass is computed during the forward pass, in the same sweep over
+    the comparisons, and stored as a ``(B, B)`` matrix.
+    """
+
+    def __init__(
+        self,
+        tau: float = 0.1,
+        metric_teacher: Metric = "euclidean",
+        metric_student: Metric = "euclidean",
+        r: int = 2,
+        teacher_tau: float = 0.0,
+        chunk_size: int | None = None,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        self.tau = check_positive(tau, "tau")
+        check_metric(metric_teacher, "metric_teacher")
+        check_metric(metric_student, "metric_student")
+        self.metric_teacher = metric_teacher
+        self.metric_student = metric_student
+        self.r = check_exponent(r)
+        self.teacher_tau = check_positive(teacher_tau, "teacher_tau", allow_zero=True)
+        self.chunk_size = check_chunk_size(chunk_size)
+        self.check_finite = bool(check_finite)
+
+    def extra_repr(self) -> str:
+        return (
+            f"tau={self.tau}, metric_teacher={self.metric_teacher!r}, "
+            f"metric_student={self.metric_student!r}, r={self.r}, teacher_tau={self.teacher_tau}"
+        )
+
+    def forward(
+        self, student_features: torch.Tensor, teacher_features: torch.Tensor
+    ) -> torch.Tensor:
+        check_features(student_features, "student_features", check_finite=self.check_finite)
+        check_features(teacher_features, "teacher_features", check_finite=self.check_finite)
+        check_same_batch(student_features, "student_features", teacher_features, "teacher_features")
+        device = student_features.device
+        with torch.autocast(device_type=device.type, enabled=False):
+            student = _full_precision(student_features)
+            teacher = _full_precision(teacher_features.detach())
+            self_index = torch.arange(student.shape[0], device=device)
+            with torch.no_grad():
+                teacher_distances = pairwise(teacher, teacher, self.metric_teacher)
+                if self.teacher_tau > 0:
+                    target = soft_ranks(
+                        teacher_distances, self_index, self.teacher_tau, self.chunk_size
+                    )
+                else:
+                    target = exact_ranks(teacher_distances, self_index)
+            student_distances = pairwise(student, student, self.metric_student)
+            inverse_temperature = 1 / (self.tau * row_scale(student_distances.detach(), self_index))
+            return _SoftRankGap.apply(
+                student_distances,
+                target.to(student_distances.dtype),
+                self_index,
+                inverse_temperature,
+                self.r,
+                self.chunk_size,
+            )
+
+
+def _full_precision(features: torch.Tensor) -> torch.Tensor:
+    return features if features.dtype == torch.float64 else features.float()
+
+
+class _SoftRankGap(torch.autograd.Function):
+    """``L = 1/(n(m-1)) sum_a sum_{j != self_a} |S_aj - T_aj|^r`` and its gradient in one sweep.
+
+    ``S`` depends on row ``a`` of ``D`` only, so once a chunk of rows has its ``S`` the
+    derivative ``dL/dS`` of those rows is known and the gradient with respect to ``D`` can be
+    formed from the same sigmoids, before they are freed. With ``P' = P (1 - P)``,
+    ``h_aj = dL/dS_aj / (m-1)`` and ``w_a = 1 / (tau s_a)``, for ``k != j`` and
+    ``j, k != self_a``::
+
+        dL/dD_aj = w_a * ( h_aj * sum_{k != j, self} P'_ajk  -  sum_{i != j, self} h_ai P'_aij )
+
+    (``D_aj`` enters ``S_aj`` with a plus sign and every other ``S_ai`` of its row with a minus
+    sign). The anchor's own column gets no gradient: it is left out of every count.
+    """
+
+    @staticmethod
+    def forward(ctx, distances, target, self_index, inverse_temperature, r, chunk_size):
+        n, m = distances.shape
+        rows = torch.arange(n, device=distances.device)
+        needs_grad = ctx.needs_input_grad[0]
+        normaliser = n * (m - 1)
+        total = distances.new_zeros(())
+        gradient = torch.zeros_like(distances) if needs_grad else None
+        for start, stop in row_chunks(n, m * m, chunk_size, distances.device):
+            chunk_rows = rows[start:stop]
+            chunk_self = self_index[start:stop]
+            chunk_weight = inverse_temperature[start:stop]
+            comparisons, to_self = pairwise_sigmoids(distances[start:stop], chunk_self, chunk_weight)
+            difference = soft_ranks_from_sigmoids(comparisons, to_self) - target[start:stop]
+            difference[chunk_rows - start, chunk_self] = 0
+            total += difference.abs().pow(r).sum()
+            if not needs_grad:
+                continue
+            if r == 2:
+                slope = 2 * difference
+            else:
+                slope = difference.sign()
+            slope /= normaliser * (m - 1)
+            # comparisons becomes P' = P - P^2 in place: the largest temporary is reused.
+            derivative = comparisons.addcmul_(comparisons, comparisons, value=-1)
+            to_self_derivative = to_self * (1 - to_self)
+            own = slope * (derivative.sum(dim=-1) - 0.25 - to_self_derivative)
+            others = torch.bmm(slope[:, None, :], derivative).squeeze(1) - 0.25 * slope
+            others[chunk_rows - start, chunk_self] = 0
+            gradient[start:stop] = chunk_weight[:, None] * (own - others)
+        ctx.save_for_backward(gradient)
+        return total / normaliser
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        (gradient,) = ctx.saved_tensors
+        return grad_output * gradient, None, None, None, None, None

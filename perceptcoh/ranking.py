@@ -1,0 +1,109 @@
+"""Exact and smoothed normalised ranks of rows of a dissimilarity matrix (SPEC sections 2, 5).
+
+Every function here works on a block of anchor rows ``D`` of shape ``(c, m)``: row ``a`` holds
+the dissimilarities from anchor ``a`` to the ``m`` reference points, and ``self_index[a]`` is
+the column of the anchor itself, which is left out of every count (``k != i``). Working on
+blocks of rows is what keeps memory at ``O(m^2)`` plus one chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+# Elements of the largest temporary a chunk may allocate. On a CPU this keeps a chunk near
+# the size of the last-level cache; on a GPU it keeps a few hundred MB per temporary.
+_CHUNK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 26}
+
+
+def row_chunks(
+    n_rows: int, elements_per_row: int, chunk_size: int | None, device: torch.device
+) -> Iterator[tuple[int, int]]:
+    """Yield ``(start, stop)`` row ranges of at most ``chunk_size`` rows.
+
+    With ``chunk_size=None`` the chunk holds as many rows as fit a per-device element
+    budget, given that each row allocates ``elements_per_row`` elements.
+    """
+    if chunk_size is None:
+        budget = _CHUNK_ELEMENTS.get(device.type, _CHUNK_ELEMENTS["cpu"])
+        chunk_size = max(1, budget // max(1, elements_per_row))
+    for start in range(0, n_rows, chunk_size):
+        yield start, min(start + chunk_size, n_rows)
+
+
+def exact_ranks(distances: torch.Tensor, self_index: torch.Tensor) -> torch.Tensor:
+    """Normalised ranks with the "at most" tie rule, by sorting each row.
+
+    ``R[a, j] = 1/(m-1) * #{k != self_index[a] : D[a, k] <= D[a, j]}`` and
+    ``R[a, self_index[a]] = 0``. Cost ``O(c m log m)``.
+    """
+    rows = torch.arange(distances.shape[0], device=distances.device)
+    m = distances.shape[1]
+    # +inf in the anchor's own column puts it after every finite value, out of all counts.
+    masked = distances.clone()
+    masked[rows, self_index] = float("inf")
+    sorted_rows = masked.sort(dim=1).values
+    counts = torch.searchsorted(sorted_rows, masked, right=True)
+    ranks = counts.to(distances.dtype) / (m - 1)
+    ranks[rows, self_index] = 0
+    return ranks
+
+
+def row_scale(distances: torch.Tensor, self_index: torch.Tensor) -> torch.Tensor:
+    """``s_a``: mean dissimilarity from anchor ``a`` to the other points, kept above 0.
+
+    Dividing the surrogate's comparisons by ``s_a`` makes it invariant to rescaling the
+    features, as ranks are. The floor keeps a fully collapsed row finite.
+    """
+    rows = torch.arange(distances.shape[0], device=distances.device)
+    own = distances[rows, self_index]
+    mean = (distances.sum(dim=1) - own) / (distances.shape[1] - 1)
+    return mean.clamp_min(torch.finfo(distances.dtype).tiny)
+
+
+def pairwise_sigmoids(
+    distances: torch.Tensor, self_index: torch.Tensor, inverse_temperature: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The smoothed comparisons of a block of anchors.
+
+    Returns ``P`` of shape ``(c, m, m)`` with ``P[a, j, k] = sigmoid((D_aj - D_ak) * w_a)``
+    and ``P_self`` of shape ``(c, m)`` with ``P_self[a, j] = P[a, j, self_index[a]]``, where
+    ``w_a = inverse_temperature[a] = 1 / (tau * s_a)``.
+    """
+    rows = torch.arange(distances.shape[0], device=distances.device)
+    scaled = distances * inverse_temperature[:, None]
+    comparisons = torch.sigmoid(scaled[:, :, None] - scaled[:, None, :])
+    to_self = torch.sigmoid(scaled - scaled[rows, self_index][:, None])
+    return comparisons, to_self
+
+
+def soft_ranks_from_sigmoids(comparisons: torch.Tensor, to_self: torch.Tensor) -> torch.Tensor:
+    """``S[a, j] = 1/(m-1) * (1 + sum_{k != self, j} P[a, j, k])`` from :func:`pairwise_sigmoids`.
+
+    The sum over all ``k`` includes ``k = j`` (exactly ``sigmoid(0) = 1/2``) and
+    ``k = self``; both are subtracted.
+    """
+    m = comparisons.shape[-1]
+    counts = comparisons.sum(dim=-1) - 0.5 - to_self
+    return (1 + counts) / (m - 1)
+
+
+def soft_ranks(
+    distances: torch.Tensor,
+    self_index: torch.Tensor,
+    tau: float,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Smoothed ranks ``S`` (SPEC section 5) of all rows, chunk by chunk, without gradient."""
+    inverse_temperature = 1 / (tau * row_scale(distances, self_index))
+    result = torch.empty_like(distances)
+    n, m = distances.shape
+    with torch.no_grad():
+        for start, stop in row_chunks(n, m * m, chunk_size, distances.device):
+            comparisons, to_self = pairwise_sigmoids(
+                distances[start:stop], self_index[start:stop], inverse_temperature[start:stop]
+            )
+            result[start:stop] = soft_ranks_from_sigmoids(comparisons, to_self)
+    result[torch.arange(n, device=distances.device), self_index] = 0
+    return result
