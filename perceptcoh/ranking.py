@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
 import torch
 
 # Elements of the largest temporary a chunk may allocate. On a CPU this keeps a chunk near
@@ -36,30 +37,70 @@ def exact_ranks(distances: torch.Tensor, self_index: torch.Tensor) -> torch.Tens
     """Normalised ranks with the "at most" tie rule, by sorting each row.
 
     ``R[a, j] = 1/(m-1) * #{k != self_index[a] : D[a, k] <= D[a, j]}`` and
-    ``R[a, self_index[a]] = 0``. Cost ``O(c m log m)``.
+    ``R[a, self_index[a]] = 0``. Cost ``O(c m log m)``. On a CPU the rows are sorted by
+    NumPy, whose vectorised sort is several times faster than ``torch.sort`` there.
     """
     rows = torch.arange(distances.shape[0], device=distances.device)
     m = distances.shape[1]
     # +inf in the anchor's own column puts it after every finite value, out of all counts.
-    masked = distances.clone()
+    masked = distances.detach().clone()
     masked[rows, self_index] = float("inf")
-    sorted_rows = masked.sort(dim=1).values
-    counts = torch.searchsorted(sorted_rows, masked, right=True)
+    if masked.device.type == "cpu":
+        counts = torch.from_numpy(_at_most_counts_numpy(masked.numpy()))
+    else:
+        counts = _at_most_counts_torch(masked)
     ranks = counts.to(distances.dtype) / (m - 1)
     ranks[rows, self_index] = 0
     return ranks
+
+
+def _at_most_counts_torch(distances: torch.Tensor) -> torch.Tensor:
+    """``counts[a, j] = #{k : D[a, k] <= D[a, j]}`` by a sort and a binary search per entry."""
+    sorted_rows = distances.sort(dim=1).values
+    return torch.searchsorted(sorted_rows, distances, right=True)
+
+
+def _at_most_counts_numpy(distances: np.ndarray) -> np.ndarray:
+    """Same as :func:`_at_most_counts_torch`, by one sort and a scan of runs of equal values.
+
+    After sorting a row, the entry at sorted position ``t`` is at most as large as every
+    entry up to the end of its run of equal values, so its count is that run's last
+    position plus one; the counts are then scattered back to the original columns.
+    """
+    m = distances.shape[1]
+    if distances.dtype == np.float32:
+        # Non-negative float32 values order like their bit patterns read as integers, so a
+        # (value bits, column) pair packed into one int64 sorts values and carries the
+        # permutation in a single fast integer sort. Adding 0.0 turns -0.0 into +0.0.
+        bits = (distances + np.float32(0.0)).view(np.int32).astype(np.int64)
+        keys = np.sort((bits << 32) | np.arange(m, dtype=np.int64), axis=1)
+        order = keys & 0xFFFFFFFF
+        sorted_values = keys >> 32
+    else:
+        order = np.argsort(distances, axis=1)
+        sorted_values = np.take_along_axis(distances, order, axis=1)
+    positions = np.arange(m, dtype=np.int64)
+    run_ends = np.full(sorted_values.shape, m, dtype=np.int64)
+    last_of_run = np.ones(sorted_values.shape, dtype=bool)
+    last_of_run[:, :-1] = sorted_values[:, 1:] != sorted_values[:, :-1]
+    np.copyto(run_ends, positions, where=last_of_run)
+    run_ends = np.minimum.accumulate(run_ends[:, ::-1], axis=1)[:, ::-1]
+    counts = np.empty(distances.shape, dtype=np.int64)
+    np.put_along_axis(counts, order, run_ends + 1, axis=1)
+    return counts
 
 
 def row_scale(distances: torch.Tensor, self_index: torch.Tensor) -> torch.Tensor:
     """``s_a``: mean dissimilarity from anchor ``a`` to the other points, kept above 0.
 
     Dividing the surrogate's comparisons by ``s_a`` makes it invariant to rescaling the
-    features, as ranks are. The floor keeps a fully collapsed row finite.
+    features, as ranks are. The floor (``sqrt`` of the smallest normal number, about 1e-19
+    in float32) keeps ``1 / (tau * s_a)`` finite for a fully collapsed row.
     """
     rows = torch.arange(distances.shape[0], device=distances.device)
     own = distances[rows, self_index]
     mean = (distances.sum(dim=1) - own) / (distances.shape[1] - 1)
-    return mean.clamp_min(torch.finfo(distances.dtype).tiny)
+    return mean.clamp_min(torch.finfo(distances.dtype).tiny ** 0.5)
 
 
 def pairwise_sigmoids(

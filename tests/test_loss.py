@@ -1,0 +1,221 @@
+"""PerceptionCoherenceLoss against brute force, its limits, gradients and numerics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import perceptcoh.loss
+from perceptcoh import PerceptionCoherenceLoss, dissimilarity, perception_gap
+from perceptcoh.dissimilarity import pairwise
+from perceptcoh.loss import _SoftRankGap
+from perceptcoh.ranking import exact_ranks, row_scale
+from reference import dissimilarity_loops, loss_loops
+
+
+def gaussian(n: int, p: int, seed: int, dtype=torch.float64) -> torch.Tensor:
+    return torch.randn(n, p, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("r", [1, 2])
+@pytest.mark.parametrize(
+    "metric_student, metric_teacher", [("euclidean", "euclidean"), ("cosine", "sqeuclidean")]
+)
+@pytest.mark.parametrize("teacher_tau", [0.0, 0.2])
+def test_loss_matches_loops(r, metric_student, metric_teacher, teacher_tau):
+    student, teacher = gaussian(7, 3, seed=0), gaussian(7, 5, seed=1)
+    loss = PerceptionCoherenceLoss(
+        tau=0.3, metric_teacher=metric_teacher, metric_student=metric_student, r=r,
+        teacher_tau=teacher_tau, chunk_size=3,
+    )
+    expected = loss_loops(
+        dissimilarity_loops(student, student, metric_student),
+        dissimilarity_loops(teacher, teacher, metric_teacher),
+        tau=0.3, r=r, teacher_tau=teacher_tau,
+    )
+    got = loss(student, teacher)
+    assert got.dtype == torch.float64 and got.ndim == 0
+    assert math.isclose(float(got), expected, rel_tol=1e-10, abs_tol=1e-12)
+
+
+def test_loss_with_ties_in_teacher_matches_loops():
+    teacher = torch.randint(-2, 3, (9, 2)).double()  # integer grid: tied teacher ranks
+    student = gaussian(9, 4, seed=3)
+    expected = loss_loops(
+        dissimilarity_loops(student, student, "euclidean"),
+        dissimilarity_loops(teacher, teacher, "euclidean"),
+        tau=0.5, r=2,
+    )
+    assert math.isclose(float(PerceptionCoherenceLoss(tau=0.5)(student, teacher)), expected,
+                        rel_tol=1e-10)
+
+
+@pytest.mark.parametrize("r", [1, 2])
+def test_loss_tends_to_perception_gap_as_tau_goes_to_zero(r):
+    student, teacher = gaussian(14, 3, seed=4), gaussian(14, 6, seed=5)
+    gap = float(perception_gap(teacher, student, r=r))
+    errors = [
+        abs(float(PerceptionCoherenceLoss(tau=tau, r=r)(student, teacher)) - gap)
+        for tau in (1.0, 1e-1, 1e-2, 1e-8)
+    ]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[-1] < 1e-12
+
+
+@pytest.mark.parametrize("r", [1, 2])
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+def test_gradcheck_float64(r, metric):
+    """The hand-written backward against finite differences, through the dissimilarity.
+
+    ``s_i`` is detached by definition (SPEC section 5), so finite differences of the public
+    loss would also move it; here it is held at its value, as the loss's gradient assumes.
+    """
+    student, teacher = gaussian(7, 3, seed=6), gaussian(7, 4, seed=7)
+    self_index = torch.arange(7)
+    target = exact_ranks(pairwise(teacher, teacher, "euclidean"), self_index)
+    weight = 1 / (0.3 * row_scale(pairwise(student, student, metric), self_index))
+    student.requires_grad_(True)
+
+    def loss_with_scale_held(features):
+        distances = pairwise(features, features, metric)
+        return _SoftRankGap.apply(distances, target, self_index, weight, r, 2)
+
+    assert torch.autograd.gradcheck(loss_with_scale_held, (student,))
+
+
+def test_public_loss_gradient_is_the_held_scale_gradient():
+    student, teacher = gaussian(8, 3, seed=8), gaussian(8, 5, seed=9)
+    student.requires_grad_(True)
+    PerceptionCoherenceLoss(tau=0.2)(student, teacher).backward()
+    self_index = torch.arange(8)
+    distances = pairwise(student, student, "euclidean")
+    soft = (distances[:, :, None] - distances[:, None, :]) / (
+        0.2 * row_scale(distances.detach(), self_index)[:, None, None]
+    )
+    mask = ~torch.eye(8, dtype=torch.bool)
+    triples = mask[:, :, None] & mask[:, None, :] & ~torch.eye(8, dtype=torch.bool)[None]
+    s = (1 + (torch.sigmoid(soft) * triples).sum(-1)) / 7
+    target = exact_ranks(pairwise(teacher, teacher, "euclidean"), self_index)
+    autograd_loss = ((s - target)[mask] ** 2).mean()
+    (expected,) = torch.autograd.grad(autograd_loss, student)
+    torch.testing.assert_close(student.grad, expected)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 5])
+@pytest.mark.parametrize("teacher_tau", [0.0, 0.1])
+def test_chunked_equals_unchunked(chunk_size, teacher_tau):
+    teacher = gaussian(11, 6, seed=10, dtype=torch.float32)
+    results = []
+    for chunk in (chunk_size, None):
+        student = gaussian(11, 3, seed=11, dtype=torch.float32).requires_grad_(True)
+        value = PerceptionCoherenceLoss(tau=0.1, chunk_size=chunk, teacher_tau=teacher_tau)(
+            student, teacher
+        )
+        value.backward()
+        results.append((value.detach(), student.grad))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
+
+
+def test_chunks_never_hold_the_full_cube(monkeypatch):
+    shapes = []
+    original = perceptcoh.loss.pairwise_sigmoids
+
+    def spy(distances, self_index, weight):
+        comparisons, to_self = original(distances, self_index, weight)
+        shapes.append(tuple(comparisons.shape))
+        return comparisons, to_self
+
+    monkeypatch.setattr(perceptcoh.loss, "pairwise_sigmoids", spy)
+    batch = 256
+    student = torch.randn(batch, 8, requires_grad=True)
+    PerceptionCoherenceLoss()(student, torch.randn(batch, 16)).backward()
+    assert shapes and all(rows < batch and tuple(rest) == (batch, batch) for rows, *rest in shapes)
+    assert sum(rows for rows, *_ in shapes) == batch
+
+
+def test_gradient_reaches_student_only():
+    student = torch.randn(10, 3, requires_grad=True)
+    teacher = torch.randn(10, 7, requires_grad=True)
+    PerceptionCoherenceLoss()(student, teacher).backward()
+    assert teacher.grad is None
+    assert student.grad is not None and torch.isfinite(student.grad).all()
+    assert student.grad.abs().sum() > 0
+
+
+def test_loss_is_invariant_to_rescaling_and_moving_either_side():
+    student, teacher = gaussian(12, 3, seed=12), gaussian(12, 9, seed=13)
+    loss = PerceptionCoherenceLoss(tau=0.05)
+    base = float(loss(student, teacher))
+    rotation, _ = torch.linalg.qr(gaussian(3, 3, seed=14))
+    assert math.isclose(float(loss(7.5 * student @ rotation + 2.0, teacher)), base, rel_tol=1e-9)
+    assert math.isclose(float(loss(student, 0.01 * teacher - 4.0)), base, rel_tol=1e-9)
+
+
+def test_loss_is_permutation_invariant():
+    student, teacher = gaussian(12, 3, seed=15), gaussian(12, 5, seed=16)
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    loss = PerceptionCoherenceLoss(tau=0.2)
+    assert math.isclose(float(loss(student[order], teacher[order])), float(loss(student, teacher)),
+                        rel_tol=1e-12)
+
+
+def test_bf16_autocast_is_safe():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 8)
+    inputs, teacher = torch.randn(64, 16), torch.randn(64, 32)
+    loss = PerceptionCoherenceLoss(tau=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        student = layer(inputs)
+        assert student.dtype == torch.bfloat16
+        value = loss(student, teacher.bfloat16())
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    value.backward()
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
+    # the ranking part ran in float32 on the bf16 values: same number as outside autocast
+    expected = loss(student.detach().float(), teacher.bfloat16().float())
+    torch.testing.assert_close(value.detach(), expected)
+
+
+def test_collapsed_student_gives_finite_loss_and_gradient():
+    student = torch.zeros(6, 2, requires_grad=True)
+    value = PerceptionCoherenceLoss()(student, torch.randn(6, 3))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(student.grad).all()
+
+
+def test_training_steps_reduce_the_perception_gap():
+    torch.manual_seed(0)
+    teacher = torch.randn(96, 32)
+    student_net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    optimizer = torch.optim.Adam(student_net.parameters(), lr=1e-2)
+    loss = PerceptionCoherenceLoss(tau=0.05)
+    before = float(perception_gap(teacher, student_net(teacher).detach()))
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss(student_net(teacher), teacher).backward()
+        optimizer.step()
+    after = float(perception_gap(teacher, student_net(teacher).detach()))
+    assert after < 0.7 * before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_cuda_matches_cpu(metric):
+    from perceptcoh import perception
+
+    student_cpu = torch.randn(300, 16, dtype=torch.float64, requires_grad=True)
+    teacher_cpu = torch.randn(300, 64, dtype=torch.float64)
+    student_gpu = student_cpu.detach().cuda().requires_grad_(True)
+    loss = PerceptionCoherenceLoss(tau=0.1, metric_student=metric)
+    value_cpu, value_gpu = loss(student_cpu, teacher_cpu), loss(student_gpu, teacher_cpu.cuda())
+    value_cpu.backward()
+    value_gpu.backward()
+    torch.testing.assert_close(value_gpu.cpu(), value_cpu)
+    torch.testing.assert_close(student_gpu.grad.cpu(), student_cpu.grad)
+    assert torch.equal(perception(teacher_cpu.cuda()).cpu(), perception(teacher_cpu))
+    torch.testing.assert_close(
+        dissimilarity(teacher_cpu.cuda(), metric=metric).cpu(), dissimilarity(teacher_cpu, metric=metric)
+    )
