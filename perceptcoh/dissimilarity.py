@@ -92,5 +92,6 @@ def _squared_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _safe_sqrt(squared: torch.Tensor) -> torch.Tensor:
     # sqrt has an infinite derivative at 0 (the diagonal, duplicate points); the inner
     # where keeps that infinity out of the backward pass, so the gradient there is 0.
-    positive = squared > 0
-    return torch.where(positive, torch.where(positive, squared, 1).sqrt(), 0)
+    # Testing "== 0" rather than "> 0" lets a NaN through as a NaN.
+    zero = squared == 0
+    return torch.where(zero, 0, torch.where(zero, 1, squared).sqrt())

@@ -55,7 +55,9 @@ class PerceptionCoherenceLoss(nn.Module):
             of anchors at a time, so memory is ``O(B^2 + chunk_size * B^2)``; ``None`` picks
             a chunk from a per-device element budget.
         check_finite: check that the features hold no NaN/Inf (one host synchronisation per
-            call on a GPU; a training loop that checks its loss itself can turn it off).
+            call on a GPU). A training loop that checks its loss itself can turn it off; a
+            NaN in the student's features then makes the loss NaN, while the teacher's
+            features must be finite (its ranks come from a sort).
 
     ``forward(student_features, teacher_features)`` takes ``(B, q)`` and ``(B, p)`` floating
     tensors (``q`` and ``p`` may differ, ``B >= 3``) and returns a 0-dim tensor whose

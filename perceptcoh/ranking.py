@@ -13,9 +13,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-# Elements of the largest temporary a chunk may allocate. On a CPU this keeps a chunk near
-# the size of the last-level cache; on a GPU it keeps a few hundred MB per temporary.
-_CHUNK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 26}
+# Elements of the largest temporary a chunk may allocate. On a CPU this keeps each of a
+# chunk's temporaries (1 MB in float32) in a core's L2 cache, where the several passes over
+# them are cheap: at B = 512, chunks of 8 MB ran about 1.5x slower than chunks of 1 MB
+# (benchmarks/loss_speed.py). On a GPU it keeps a few hundred MB per temporary.
+_CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 26}
 
 
 def row_chunks(

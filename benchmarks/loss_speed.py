@@ -1,0 +1,148 @@
+"""Forward+backward time and peak memory of PerceptionCoherenceLoss vs a naive (B, B, B) form.
+
+    python benchmarks/loss_speed.py                      # CPU, and CUDA when present
+    python benchmarks/loss_speed.py --batch-sizes 64 128 --devices cpu --json out.json
+
+Each (implementation, batch size, device) runs in a fresh subprocess, so that its peak
+memory is its own: on a CPU the rise of the process's peak resident set over its value
+just before the measured calls, on CUDA the rise of ``torch.cuda.max_memory_allocated``.
+Times are medians over repeated forward+backward calls after a warm-up.
+
+The naive form is the loss written the obvious way with autograd: one broadcast builds
+all ``B^3`` comparisons at once and autograd keeps them for the backward pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from perceptcoh import PerceptionCoherenceLoss
+from perceptcoh.dissimilarity import pairwise
+from perceptcoh.ranking import exact_ranks, row_scale
+
+STUDENT_DIM, TEACHER_DIM, TAU = 64, 256, 0.1
+# The naive form keeps about five float32 (B, B, B) tensors alive; skip it where that
+# would not fit in host memory.
+NAIVE_CPU_MAX_BATCH = 512
+
+
+def naive_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """SPEC section 5 in one broadcast: all B^3 sigmoids at once, gradient by autograd."""
+    batch = student.shape[0]
+    self_index = torch.arange(batch, device=student.device)
+    with torch.no_grad():
+        target = exact_ranks(pairwise(teacher, teacher, "euclidean"), self_index)
+    distances = pairwise(student, student, "euclidean")
+    scale = row_scale(distances.detach(), self_index)
+    comparisons = (distances[:, :, None] - distances[:, None, :]) / (TAU * scale[:, None, None])
+    eye = torch.eye(batch, dtype=torch.bool, device=student.device)
+    counted = ~eye[:, None, :] & ~eye[None, :, :]  # k != i and k != j
+    soft = (1 + (torch.sigmoid(comparisons) * counted).sum(dim=-1)) / (batch - 1)
+    return (soft - target)[~eye].square().mean()
+
+
+def measure(implementation: str, batch: int, device: str, repeats: int) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(batch, STUDENT_DIM, generator=generator).to(device).requires_grad_(True)
+    teacher = torch.randn(batch, TEACHER_DIM, generator=generator).to(device)
+    loss = PerceptionCoherenceLoss(tau=TAU, check_finite=False)
+    run = (lambda: loss(student, teacher)) if implementation == "ours" else (
+        lambda: naive_loss(student, teacher)
+    )
+
+    def step() -> None:
+        student.grad = None
+        run().backward()
+
+    def synchronize() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    if device == "cuda":
+        step()  # first call: kernels, handles
+        synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated()
+    else:
+        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        step()
+    times = []
+    for _ in range(repeats):
+        synchronize()
+        start = time.perf_counter()
+        step()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() - baseline
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+    return {"seconds": statistics.median(times), "peak_bytes": peak}
+
+
+def run_in_subprocess(implementation: str, batch: int, device: str, repeats: int) -> dict:
+    command = [sys.executable, __file__, "--worker", implementation, str(batch), device,
+               "--repeats", str(repeats)]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{implementation} B={batch} on {device} failed:\n{completed.stderr}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
+    parser.add_argument("--devices", nargs="+", default=None,
+                        help="devices to measure (default: cpu, plus cuda when available)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed calls per measurement (default: 20 on CUDA, 3 on CPU)")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--worker", nargs=3, metavar=("IMPL", "BATCH", "DEVICE"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        implementation, batch, device = args.worker
+        print(json.dumps(measure(implementation, int(batch), device, args.repeats)))
+        return
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    rows = []
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} CPU threads"
+          + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
+    header = f"{'device':6} {'B':>5} {'ours ms':>9} {'naive ms':>9} {'speedup':>8} " \
+             f"{'ours MB':>9} {'naive MB':>9} {'mem ratio':>9}"
+    print(header)
+    for device in devices:
+        repeats = args.repeats or (20 if device == "cuda" else 3)
+        for batch in args.batch_sizes:
+            ours = run_in_subprocess("ours", batch, device, repeats)
+            naive = None
+            if device == "cuda" or batch <= NAIVE_CPU_MAX_BATCH:
+                naive = run_in_subprocess("naive", batch, device, repeats)
+            row = {"device": device, "batch": batch, "ours": ours, "naive": naive}
+            rows.append(row)
+            mb = lambda b: b / 2**20
+            if naive:
+                print(f"{device:6} {batch:5d} {ours['seconds'] * 1e3:9.2f} "
+                      f"{naive['seconds'] * 1e3:9.2f} {naive['seconds'] / ours['seconds']:8.1f} "
+                      f"{mb(ours['peak_bytes']):9.1f} {mb(naive['peak_bytes']):9.1f} "
+                      f"{naive['peak_bytes'] / max(ours['peak_bytes'], 1):9.1f}", flush=True)
+            else:
+                print(f"{device:6} {batch:5d} {ours['seconds'] * 1e3:9.2f} {'(skipped)':>9} "
+                      f"{'':8} {mb(ours['peak_bytes']):9.1f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"torch": torch.__version__, "rows": rows}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
