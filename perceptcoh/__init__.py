@@ -9,6 +9,7 @@ signature ``loss(student, teacher)`` and are registered by name in ``LOSSES``.
 from .baselines import PKT, CorrelationCongruence, FitNet, LogitKD, RelationalKD, SimilarityPreserving
 from .dissimilarity import dissimilarity
 from .loss import PerceptionCoherenceLoss
+from .metrics import knn_agreement, triplet_concordance
 from .perception import perception, perception_gap
 from .registry import LOGIT_LOSSES, LOSSES, build_loss
 
@@ -16,6 +17,8 @@ __all__ = [
     "dissimilarity",
     "perception",
     "perception_gap",
+    "triplet_concordance",
+    "knn_agreement",
     "PerceptionCoherenceLoss",
     "FitNet",
     "SimilarityPreserving",
