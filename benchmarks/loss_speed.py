@@ -27,6 +27,7 @@ import torch
 
 from perceptcoh import PerceptionCoherenceLoss
 from perceptcoh.dissimilarity import pairwise
+from perceptcoh.provenance import provenance
 from perceptcoh.ranking import exact_ranks, row_scale
 
 STUDENT_DIM, TEACHER_DIM, TAU = 64, 256, 0.1
@@ -141,7 +142,9 @@ def main() -> None:
                       f"{'':8} {mb(ours['peak_bytes']):9.1f}", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"torch": torch.__version__, "rows": rows}, handle, indent=1)
+            json.dump({"provenance": provenance(), "student_dim": STUDENT_DIM,
+                       "teacher_dim": TEACHER_DIM, "tau": TAU, "seed": 0, "rows": rows},
+                      handle, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+"""Where a number came from: saved next to every result (results/*.json)."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+__all__ = ["provenance"]
+
+
+def provenance(command: list[str] | None = None) -> dict[str, object]:
+    """Git commit, device, library versions and time of a run, as a JSON-ready dict.
+
+    ``command`` defaults to the running process's ``sys.argv``. The commit is ``None``
+    outside a git checkout; ``dirty`` says whether tracked files differed from it.
+    """
+    return {
+        "command": list(sys.argv if command is None else command),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _git(*arguments: str) -> str | None:
+    try:
+        completed = subprocess.run(
+            ["git", *arguments], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return completed.stdout.strip()
