@@ -58,6 +58,12 @@ class PerceptionCoherenceLoss(nn.Module):
             call on a GPU). A training loop that checks its loss itself can turn it off; a
             NaN in the student's features then makes the loss NaN, while the teacher's
             features must be finite (its ranks come from a sort).
+        global_batch: under ``torch.distributed`` with several processes, rank each
+            process's anchors against the whole global batch (features gathered from every
+            process, the gradient kept for the local part). The value returned is the world
+            size times this process's share, so its mean over processes is the global-batch
+            loss and DDP's gradient averaging yields that loss's exact gradient. Every
+            process must hold the same number of samples.
 
     ``forward(student_features, teacher_features)`` takes ``(B, q)`` and ``(B, p)`` floating
     tensors (``q`` and ``p`` may differ, ``B >= 3``) and returns a 0-dim tensor whose
@@ -76,6 +82,7 @@ class PerceptionCoherenceLoss(nn.Module):
         teacher_tau: float = 0.0,
         chunk_size: int | None = None,
         check_finite: bool = True,
+        global_batch: bool = True,
     ) -> None:
         super().__init__()
         self.tau = check_positive(tau, "tau")
@@ -87,6 +94,7 @@ class PerceptionCoherenceLoss(nn.Module):
         self.teacher_tau = check_positive(teacher_tau, "teacher_tau", allow_zero=True)
         self.chunk_size = check_chunk_size(chunk_size)
         self.check_finite = bool(check_finite)
+        self.global_batch = bool(global_batch)
 
     def extra_repr(self) -> str:
         return (
@@ -104,25 +112,57 @@ class PerceptionCoherenceLoss(nn.Module):
         with torch.autocast(device_type=device.type, enabled=False):
             student = _full_precision(student_features)
             teacher = _full_precision(teacher_features.detach())
-            self_index = torch.arange(student.shape[0], device=device)
+            world_size = _distributed_world_size() if self.global_batch else 1
+            if world_size > 1:
+                anchors, student, teacher = _gather_global_batch(student, teacher)
+            else:
+                anchors = torch.arange(student.shape[0], device=device)
+            batch = student.shape[0]
             with torch.no_grad():
-                teacher_distances = pairwise(teacher, teacher, self.metric_teacher)
+                teacher_distances = pairwise(teacher[anchors], teacher, self.metric_teacher)
                 if self.teacher_tau > 0:
-                    target = soft_ranks(
-                        teacher_distances, self_index, self.teacher_tau, self.chunk_size
-                    )
+                    target = soft_ranks(teacher_distances, anchors, self.teacher_tau, self.chunk_size)
                 else:
-                    target = exact_ranks(teacher_distances, self_index)
-            student_distances = pairwise(student, student, self.metric_student)
-            inverse_temperature = 1 / (self.tau * row_scale(student_distances.detach(), self_index))
-            return _SoftRankGap.apply(
+                    target = exact_ranks(teacher_distances, anchors)
+            student_distances = pairwise(student[anchors], student, self.metric_student)
+            inverse_temperature = 1 / (self.tau * row_scale(student_distances.detach(), anchors))
+            # Each process sums its own anchors' rows; scaled by the world size, the mean
+            # over processes is the global-batch loss and DDP's gradient averaging gives
+            # its exact gradient.
+            return world_size * _SoftRankGap.apply(
                 student_distances,
                 target.to(student_distances.dtype),
-                self_index,
+                anchors,
                 inverse_temperature,
                 self.r,
                 self.chunk_size,
+                batch * (batch - 1),
             )
+
+
+def _distributed_world_size() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def _gather_global_batch(
+    student: torch.Tensor, teacher: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Concatenate every process's batch; only the student side keeps its gradient.
+
+    The gather's backward sums, for this process's slice, the gradients that every
+    process's rows send to it, so the local features receive their full gradient.
+    Every process must hold the same number of samples (``drop_last=True``).
+    """
+    from torch.distributed.nn.functional import all_gather
+
+    rank, local = torch.distributed.get_rank(), student.shape[0]
+    student_all = torch.cat(all_gather(student))
+    teacher_parts = [torch.empty_like(teacher) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(teacher_parts, teacher.contiguous())
+    anchors = torch.arange(rank * local, (rank + 1) * local, device=student.device)
+    return anchors, student_all, torch.cat(teacher_parts)
 
 
 def _full_precision(features: torch.Tensor) -> torch.Tensor:
@@ -130,7 +170,10 @@ def _full_precision(features: torch.Tensor) -> torch.Tensor:
 
 
 class _SoftRankGap(torch.autograd.Function):
-    """``L = 1/(n(m-1)) sum_a sum_{j != self_a} |S_aj - T_aj|^r`` and its gradient in one sweep.
+    """``L = 1/normaliser * sum_a sum_{j != self_a} |S_aj - T_aj|^r`` and its gradient in one sweep.
+
+    On one process ``normaliser = B(B-1)`` and the rows are the whole batch; under DDP the
+    rows are the local anchors and ``normaliser`` is the global ``B(B-1)``.
 
     ``S`` depends on row ``a`` of ``D`` only, so once a chunk of rows has its ``S`` the
     derivative ``dL/dS`` of those rows is known and the gradient with respect to ``D`` can be
@@ -145,11 +188,10 @@ class _SoftRankGap(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, distances, target, self_index, inverse_temperature, r, chunk_size):
+    def forward(ctx, distances, target, self_index, inverse_temperature, r, chunk_size, normaliser):
         n, m = distances.shape
         rows = torch.arange(n, device=distances.device)
         needs_grad = ctx.needs_input_grad[0]
-        normaliser = n * (m - 1)
         total = distances.new_zeros(())
         gradient = torch.zeros_like(distances) if needs_grad else None
         for start, stop in row_chunks(n, m * m, chunk_size, distances.device):
@@ -181,4 +223,4 @@ class _SoftRankGap(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_output):
         (gradient,) = ctx.saved_tensors
-        return grad_output * gradient, None, None, None, None, None
+        return grad_output * gradient, None, None, None, None, None, None

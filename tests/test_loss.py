@@ -80,7 +80,7 @@ def test_gradcheck_float64(r, metric):
 
     def loss_with_scale_held(features):
         distances = pairwise(features, features, metric)
-        return _SoftRankGap.apply(distances, target, self_index, weight, r, 2)
+        return _SoftRankGap.apply(distances, target, self_index, weight, r, 2, 7 * 6)
 
     assert torch.autograd.gradcheck(loss_with_scale_held, (student,))
 

@@ -1,0 +1,58 @@
+"""Under DDP the PC loss ranks over the global batch: 2 CPU processes with gloo."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from perceptcoh import PerceptionCoherenceLoss
+
+WORLD_SIZE = 2
+BATCH = 12
+
+
+def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(BATCH, 3, generator=generator), torch.randn(BATCH, 8, generator=generator)
+
+
+def worker(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=WORLD_SIZE)
+    try:
+        student, teacher = inputs()
+        local = slice(rank * BATCH // WORLD_SIZE, (rank + 1) * BATCH // WORLD_SIZE)
+        student_local = student[local].clone().requires_grad_(True)
+        value = PerceptionCoherenceLoss(tau=0.2)(student_local, teacher[local])
+        value.backward()
+        torch.save({"value": value.detach(), "grad": student_local.grad},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_global_batch_loss_equals_single_process_loss(tmp_path):
+    mp.spawn(worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    results = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
+
+    student, teacher = inputs()
+    student.requires_grad_(True)
+    single = PerceptionCoherenceLoss(tau=0.2)(student, teacher)
+    single.backward()
+
+    # The mean over processes is the global-batch loss ...
+    mean_value = sum(result["value"] for result in results) / WORLD_SIZE
+    torch.testing.assert_close(mean_value, single.detach())
+    # ... and each process's local gradient, averaged by DDP (divided by the world size),
+    # is the single-process gradient of its samples.
+    local_grads = torch.cat([result["grad"] for result in results]) / WORLD_SIZE
+    torch.testing.assert_close(local_grads, student.grad)
+    # Ranking only within the local half would give a different loss:
+    halves = [PerceptionCoherenceLoss(tau=0.2)(student[s].detach(), teacher[s])
+              for s in (slice(0, BATCH // 2), slice(BATCH // 2, BATCH))]
+    assert abs(float(sum(halves) / 2) - float(single)) > 1e-3
