@@ -1,0 +1,118 @@
+"""The model zoo: shapes, parameter counts, channels_last, the registry's errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from perceptcoh.models import MODELS, FeatureClassifier, build_model
+
+# Published sizes with 100 classes (Tian et al. 2020, table of RepDistiller's models), and
+# the exact counts of the architectures as defined there (conv biases in VGG included).
+PARAMETERS = {
+    "resnet8x4": (1.23e6, 1_233_540),
+    "resnet32x4": (7.43e6, 7_433_860),
+    "resnet20": (0.28e6, 278_324),
+    "resnet56": (0.86e6, 861_620),
+    "resnet110": (1.74e6, 1_736_564),
+    "wrn_40_2": (2.26e6, 2_255_156),
+    "wrn_16_2": (0.70e6, 703_284),
+    "vgg13": (9.46e6, 9_462_180),
+    "vgg8": (3.96e6, 3_965_028),
+    "mobilenetv2": (0.81e6, 812_836),
+    "shufflenetv2": (1.36e6, 1_355_528),
+}
+FEATURE_DIM = {
+    "resnet8x4": 256, "resnet32x4": 256, "resnet20": 64, "resnet56": 64, "resnet110": 64,
+    "wrn_40_2": 128, "wrn_16_2": 128, "vgg13": 512, "vgg8": 512, "mobilenetv2": 1280,
+    "shufflenetv2": 1024, "digits_cnn": 128, "digits_mlp": 8,
+}
+CIFAR_MODELS = tuple(PARAMETERS)
+DIGITS_MODELS = ("digits_cnn", "digits_mlp")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Batches of 2 to 4 small images: one thread is faster than a contended pool."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def count(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def test_registry_holds_the_zoo():
+    assert set(MODELS) == set(CIFAR_MODELS) | set(DIGITS_MODELS)
+
+
+@pytest.mark.parametrize("name", CIFAR_MODELS + DIGITS_MODELS)
+def test_forward_returns_features_and_logits_in_both_memory_formats(name):
+    torch.manual_seed(0)
+    digits = name in DIGITS_MODELS
+    num_classes = 10 if digits else 100
+    model = build_model(name, num_classes)
+    assert isinstance(model, FeatureClassifier) and model.feature_dim == FEATURE_DIM[name]
+    x = torch.randn(2, 1, 8, 8) if digits else torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features, logits = model(x)
+        assert features.shape == (2, model.feature_dim) and logits.shape == (2, num_classes)
+        assert torch.isfinite(features).all() and torch.isfinite(logits).all()
+        # The features are what the classifier reads.
+        assert torch.allclose(model.classifier(features), logits, atol=1e-6)
+        model = model.to(memory_format=torch.channels_last)
+        features_cl, logits_cl = model(x.contiguous(memory_format=torch.channels_last))
+    scale = features.abs().max().item() + 1
+    assert torch.allclose(features_cl, features, atol=1e-4 * scale, rtol=1e-4)
+    assert torch.allclose(logits_cl, logits, atol=1e-4 * scale, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", CIFAR_MODELS)
+def test_parameter_counts_match_the_published_ones(name):
+    published, exact = PARAMETERS[name]
+    measured = count(build_model(name, 100))
+    assert measured == exact
+    assert abs(measured - published) <= 0.01 * published
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet8x4", "wrn_16_2", "vgg8", "mobilenetv2", "shufflenetv2", "digits_mlp"]
+)
+def test_gradients_reach_every_parameter(name):
+    torch.manual_seed(0)
+    model = build_model(name, 10)
+    x = torch.randn(4, 1, 8, 8) if name.startswith("digits") else torch.randn(4, 3, 32, 32)
+    features, logits = model(x)
+    (features.square().mean() + logits.logsumexp(1).mean()).backward()
+    missing = [
+        key
+        for key, parameter in model.named_parameters()
+        if parameter.grad is None or not parameter.grad.abs().sum() > 0
+    ]
+    assert missing == []
+
+
+def test_digits_models_options():
+    model = build_model("digits_mlp", 10, feature_dim=3, hidden_dim=16)
+    features, logits = model(torch.randn(5, 1, 8, 8))
+    assert features.shape == (5, 3) and logits.shape == (5, 10) and model.feature_dim == 3
+    assert count(model) == 64 * 16 + 16 + 16 * 3 + 3 + 3 * 10 + 10
+    assert build_model("digits_cnn", 7, feature_dim=64)(torch.randn(2, 1, 8, 8))[0].shape == (2, 64)
+    with pytest.raises(ValueError, match="feature_dim"):
+        build_model("digits_mlp", 10, feature_dim=0)
+
+
+def test_build_model_errors():
+    with pytest.raises(ValueError, match="unknown model 'resnet18'") as info:
+        build_model("resnet18", 100)
+    assert all(name in str(info.value) for name in MODELS)
+    with pytest.raises(TypeError, match="name"):
+        build_model(None, 100)
+    for bad in (0, -3, 2.5, True, "100"):
+        with pytest.raises(ValueError, match="num_classes"):
+            build_model("resnet20", bad)
+    with pytest.raises(TypeError, match="feature_dim"):
+        build_model("resnet20", 100, feature_dim=8)
