@@ -52,6 +52,10 @@ __all__ = [
     "SPLITS",
     "DATA_ENV",
     "CACHE_ENV",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
 ]
 
 DATASETS = ("cifar10", "cifar100", "digits")

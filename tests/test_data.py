@@ -29,6 +29,7 @@ from PIL import Image
 from perceptcoh.data import (
     CACHE_ENV,
     CIFAR10_MEAN,
+    CIFAR10_STD,
     CIFAR100_MEAN,
     CIFAR100_STD,
     DATA_ENV,
@@ -481,6 +482,7 @@ def test_cifar10_jpeg_copy(cifar10):
     assert torch.equal(torch.bincount(test.labels, minlength=10), torch.full((10,), 1000))
     # JPEG re-encoding moves the statistics a little off the original release's.
     assert train.mean == pytest.approx(CIFAR10_MEAN, abs=5e-3)
+    assert train.std == pytest.approx(CIFAR10_STD, abs=5e-3)
     assert test.mean == train.mean and test.std == train.std
     with zipfile.ZipFile(SHARED_DATA / "cifar10-jpeg" / "test.zip") as archive:
         member = archive.read("test/cat/0000.jpg")

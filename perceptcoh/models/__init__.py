@@ -6,7 +6,8 @@ the code is written anew. Every model maps ``x`` to ``(features, logits)``, wher
 ``features`` is the penultimate ``(B, model.feature_dim)`` vector (after global pooling,
 flattened) that the transfer losses compare, and ``logits`` is ``(B, num_classes)``.
 
-Parameters with ``num_classes=100`` (see ``tests/test_models.py``):
+Parameters with ``num_classes=100``, as published and as counted (exactly) by
+``tests/test_models.py``:
 
 ==============  =========  ===========  ==========================================
 name            params     feature_dim  input
@@ -23,7 +24,7 @@ vgg8            3.96M      512          (B, 3, 32, 32)
 mobilenetv2     0.81M      1280         (B, 3, 32, 32), half width
 shufflenetv2    1.36M      1024         (B, 3, 32, 32)
 digits_cnn      0.15M      128          (B, 1, 8, 8), 10 classes
-digits_mlp      5K         8            (B, 1, 8, 8), 10 classes; ``feature_dim=``
+digits_mlp      4.8K       8            (B, 1, 8, 8), 10 classes; ``feature_dim=``
 ==============  =========  ===========  ==========================================
 
 All accept ``channels_last`` inputs and weights (``model.to(memory_format=...)``).
