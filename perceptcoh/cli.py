@@ -1,0 +1,232 @@
+"""Command line: ``python -m perceptcoh {train-teacher,transfer,evaluate} ...``.
+
+    python -m perceptcoh train-teacher --preset smoke
+    python -m perceptcoh transfer --preset smoke --method pc
+    python -m perceptcoh evaluate --checkpoint runs/digits/digits_mlp-pc-seed0/checkpoint.pt \\
+        --teacher-checkpoint runs/smoke/teacher/checkpoint.pt
+
+Every field of :class:`perceptcoh.train.TrainConfig` is an option of the two training
+commands (``model_options`` becomes ``--model-options``, ...), documented by ``--help``.
+Values come from, in increasing priority: TrainConfig's defaults, ``--preset``, the command
+line. Dict options take ``KEY=VALUE`` pairs (``--loss-options tau=0.05 r=1``; values are
+read as JSON when they parse, as strings otherwise) or one JSON object.
+
+Exit status: 0 done; 1 a clear error (message on stderr); 2 bad arguments; 75 stopped by
+``--time-limit`` before the last epoch (run the same command with ``--resume`` to go on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Sequence
+
+from . import presets
+
+__all__ = ["main", "build_parser"]
+
+EXIT_INCOMPLETE = 75  # EX_TEMPFAIL: stopped by --time-limit, continue with --resume
+_TRANSFER_ONLY = ("method", "teacher", "teacher_checkpoint", "protocol", "beta", "loss_options")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import MODELS
+    from .train import DATASETS, METHODS, PROTOCOLS, SCHEDULES, TrainConfig
+
+    parser = argparse.ArgumentParser(
+        prog="python -m perceptcoh",
+        description="Train teachers, transfer their features to students (perception "
+        "coherence and baselines), and evaluate checkpoints.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    choices = {
+        "dataset": DATASETS, "model": sorted(MODELS), "teacher": sorted(MODELS),
+        "method": [m for m in METHODS if m != "ce"], "protocol": PROTOCOLS,
+        "schedule": SCHEDULES,
+    }
+    descriptions = {
+        "train-teacher": "Train a model with cross-entropy alone: a teacher, or the student "
+        "baseline without transfer.",
+        "transfer": "Train a student from a teacher checkpoint with a transfer loss (SPEC 6: "
+        "supervised CE + beta * L, or pure L).",
+    }
+    for command, description in descriptions.items():
+        sub = commands.add_parser(command, help=description, description=description)
+        sub.add_argument("--preset", choices=sorted(presets.PRESETS), default=argparse.SUPPRESS,
+                         help="start from a named set of options (" + "; ".join(
+                             f"{name}: {_preset_summary(name, command)}"
+                             for name in sorted(presets.PRESETS)) + ")")
+        for field in dataclasses.fields(TrainConfig):
+            if command == "train-teacher" and field.name in _TRANSFER_ONLY:
+                continue
+            _add_field(sub, field, choices.get(field.name),
+                       required=command == "transfer" and field.name == "method")
+    evaluate = commands.add_parser(
+        "evaluate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="Evaluate a checkpoint: top-1, linear probe, kNN, retrieval mAP, and coherence "
+        "with a teacher.",
+        description="Evaluate a checkpoint on its dataset's test set: top-1, linear probe "
+        "and kNN on frozen features, retrieval mAP, and with --teacher-checkpoint the "
+        "perception gap, triplet concordance and kNN agreement with the teacher.",
+    )
+    evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt of a run")
+    evaluate.add_argument("--teacher-checkpoint", default=None,
+                          help="checkpoint.pt of a teacher to compare with")
+    evaluate.add_argument("--data-root", default=None, help="folder holding the datasets")
+    evaluate.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    evaluate.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")
+    evaluate.add_argument("--k", type=int, default=20, help="neighbours of the kNN classifier")
+    evaluate.add_argument("--triplet-points", type=int, default=1000,
+                          help="test points for the O(n^3) triplet concordance")
+    evaluate.add_argument("--train-subset", type=_optional(int), default=None,
+                          help="fit the probes on the first N images of a seeded permutation")
+    evaluate.add_argument("--test-subset", type=_optional(int), default=None,
+                          help="evaluate on the first N test images of a seeded permutation")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the subsets")
+    evaluate.add_argument("--output", default=None,
+                          help="JSON file to write (default: evaluation.json next to the "
+                          "checkpoint)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .data import CorruptDataError
+    from .train import NonFiniteLossError
+
+    parser = build_parser()
+    arguments = vars(parser.parse_args(argv))
+    command = arguments.pop("command")
+    try:
+        if command == "evaluate":
+            return _evaluate(arguments)
+        return _train(command, arguments)
+    except (ValueError, FileNotFoundError, NonFiniteLossError, CorruptDataError) as error:
+        # ValueError covers CheckpointError and every invalid option value.
+        print(f"{parser.prog} {command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _train(command: str, arguments: dict) -> int:
+    from .train import TrainConfig, run
+
+    values: dict = {}
+    if "preset" in arguments:
+        values.update(presets.preset(arguments.pop("preset"), command))
+    values.update(arguments)
+    if command == "train-teacher":
+        values["method"] = "ce"
+    result = run(TrainConfig(**values))
+    if not result["completed"]:
+        print(f"stopped by the time limit after epoch {result['epoch']} of {result['epochs']}; "
+              f"run the same command with --resume to continue ({result['checkpoint']})",
+              file=sys.stderr)
+        return EXIT_INCOMPLETE
+    summary = {"results": str(_results_path(result)), **result["metrics"],
+               "images_per_second": result["images_per_second"]}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate(arguments: dict) -> int:
+    from .train import evaluate_checkpoint
+
+    output = arguments.pop("output")
+    results = evaluate_checkpoint(arguments.pop("checkpoint"), **arguments, output=output)
+    print(json.dumps({"results": results["output"], **results["metrics"]}, indent=2))
+    return 0
+
+
+def _results_path(result: dict):
+    from pathlib import Path
+
+    from .train import RESULTS_NAME
+
+    return Path(result["config"]["output_dir"]) / RESULTS_NAME
+
+
+def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field, choices,
+               required: bool = False) -> None:
+    option = "--" + field.name.replace("_", "-")
+    kind = str(field.type).replace(" ", "")
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING \
+        else field.default
+    help_text = field.metadata.get("help", "")
+    keywords: dict = {"dest": field.name, "help": help_text}
+    if required:
+        keywords["required"] = True
+    else:
+        # Unset options must not override a preset; the help shows TrainConfig's default.
+        keywords["default"] = argparse.SUPPRESS
+        if default is not None:  # a None default is explained by the help text
+            keywords["help"] = f"{help_text} (default: {_show(default)})"
+    base = kind.split("|")[0]
+    optional = "None" in kind
+    if base == "bool":
+        keywords["action"] = argparse.BooleanOptionalAction
+    elif base == "dict":
+        keywords.update(nargs="+", metavar="KEY=VALUE", action=_MappingAction)
+    elif base == "tuple":
+        keywords.update(nargs="+", type=field.metadata.get("item_type", str))
+    else:
+        converter = {"int": int, "float": float, "str": str}[base]
+        keywords["type"] = _optional(converter) if optional else converter
+        if choices is not None:
+            keywords["choices"] = list(choices)
+            keywords["metavar"] = "{" + ",".join(choices) + "}"
+    parser.add_argument(option, **keywords)
+
+
+class _MappingAction(argparse.Action):
+    """Stores ``KEY=VALUE`` pairs (or one JSON object) as a dict."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            setattr(namespace, self.dest, parse_mapping(values))
+        except ValueError as error:
+            parser.error(f"argument {option_string}: {error}")
+
+
+def _optional(converter):
+    def convert(text: str):
+        return None if text.lower() == "none" else converter(text)
+
+    convert.__name__ = converter.__name__
+    return convert
+
+
+def _show(value) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value) if value else "{}"
+    if isinstance(value, tuple):
+        return " ".join(str(item) for item in value)
+    return str(value)
+
+
+def _preset_summary(name: str, command: str) -> str:
+    settings = presets.PRESETS[name].get(command, {})
+    keys = ("dataset", "model", "epochs", "batch_size")
+    return ", ".join(f"{key}={settings[key]}" for key in keys if key in settings)
+
+
+def parse_mapping(items: Sequence[str]) -> dict:
+    """``["tau=0.05", "r=1"]`` or ``['{"tau": 0.05}']`` -> ``{"tau": 0.05, "r": 1}``."""
+    if len(items) == 1 and items[0].lstrip().startswith("{"):
+        try:
+            value = json.loads(items[0])
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not a JSON object: {items[0]!r} ({error})") from error
+        if not isinstance(value, dict):
+            raise ValueError(f"not a JSON object: {items[0]!r}")
+        return value
+    mapping = {}
+    for item in items:
+        key, separator, text = item.partition("=")
+        if not separator or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            mapping[key] = json.loads(text)
+        except json.JSONDecodeError:
+            mapping[key] = text
+    return mapping

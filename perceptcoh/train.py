@@ -1,0 +1,1020 @@
+"""Training engine: teachers, and students by feature transfer, in one epoch loop (SPEC 6).
+
+    from perceptcoh.train import TrainConfig, train_teacher, transfer
+
+    train_teacher(TrainConfig(dataset="cifar100", model="resnet32x4", output_dir="runs/t"))
+    transfer(TrainConfig(model="resnet8x4", method="pc", teacher_checkpoint="runs/t/checkpoint.pt"))
+
+Written for speed on one GPU, the way airbench is: the whole training set sits on the device
+as one uint8 tensor; each epoch draws one permutation there and a batch is a slice of it;
+random crops and flips are a few tensor ops on the batch; the forward runs in bf16 autocast
+and channels_last; and a training step never waits for the device: losses and correct
+counts are summed on the device and read once per epoch, when the epoch's loss is also
+checked for NaN/Inf. The teacher is frozen, in eval mode, and runs under
+``torch.inference_mode``.
+
+Every hyper-parameter is a field of :class:`TrainConfig`; :func:`run` reads it top to bottom:
+data, models, loss, optimiser, optional resume, the epoch loop (:func:`train_epoch`), the
+final evaluation (:func:`perceptcoh.evaluate.evaluate_models`) and ``results.json``.
+
+Checkpoints: after every epoch ``output_dir/checkpoint.pt`` is replaced atomically. It holds
+the model, the transfer loss's learnable parts, optimiser, scheduler, torch RNG states and
+the config. The permutation and augmentation generators are re-seeded every epoch from
+``(seed, epoch, rank)``, so a run resumed from epoch ``e`` draws exactly the batches of an
+uninterrupted one, on every process, and on a CPU reproduces its weights bit for bit.
+
+Several GPUs: launched by ``torchrun``, each process takes ``batch_size / world_size``
+samples of every global batch, the model (and the loss's learnable parts) are wrapped in
+DDP, and the PC loss ranks each process's anchors against the global batch (its
+``global_batch=True`` default). Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .evaluate import evaluate_models, top1_accuracy
+from .provenance import provenance
+from .registry import LOGIT_LOSSES, LOSSES, build_loss
+
+__all__ = [
+    "TrainConfig",
+    "DEFAULT_BETA",
+    "METHODS",
+    "DATASETS",
+    "CheckpointError",
+    "NonFiniteLossError",
+    "run",
+    "train_teacher",
+    "transfer",
+    "prepare",
+    "train_epoch",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "evaluate_checkpoint",
+]
+
+DATASETS = ("cifar10", "cifar100", "digits")
+METHODS = ("ce", *LOSSES)
+PROTOCOLS = ("supervised", "pure")
+SCHEDULES = ("cosine", "step")
+CHECKPOINT_NAME = "checkpoint.pt"
+RESULTS_NAME = "results.json"
+CHECKPOINT_FORMAT = "perceptcoh-checkpoint/1"
+
+# Weight of the transfer loss next to cross-entropy (supervised protocol) when TrainConfig
+# leaves beta unset. The baselines follow RepDistiller's CIFAR-100 settings (Tian et al.,
+# 2020), rescaled where our loss is normalised differently: RepDistiller's PKT averages over
+# all B^2 pairs of a batch of 64 where ours sums over neighbours (a factor B), so its 3e4
+# becomes 3e4 / 64. "pc" and "kd" (CE and KD at equal weight) are starting points to tune.
+DEFAULT_BETA = {
+    "pc": 1.0,
+    "fitnet": 100.0,
+    "sp": 3000.0,
+    "cc": 0.02,
+    "rkd": 1.0,
+    "pkt": 3e4 / 64,
+    "kd": 1.0,
+}
+
+# Random-crop padding and horizontal flips per dataset (digits are 8x8 and not mirror-symmetric).
+_AUGMENTATION = {"cifar10": (4, True), "cifar100": (4, True), "digits": (1, False)}
+
+# Fields that change where a run goes; a resumed run must agree with its checkpoint on them.
+# The others only say how or where it is executed.
+_EXECUTION_FIELDS = frozenset(
+    {"data_root", "device", "amp", "channels_last", "compile", "eval_every",
+     "eval_batch_size", "triplet_points", "output_dir", "resume", "time_limit", "progress"}
+)
+
+
+def _option(default: Any = None, help: str = "", **extra: Any) -> Any:
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"help": help, **extra})
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TrainConfig:
+    """Every hyper-parameter of a run. Each field's ``metadata["help"]`` documents it (and
+    becomes its ``--help`` text on the command line)."""
+
+    # What is trained, on what.
+    dataset: str = _option("cifar100", "dataset: cifar10, cifar100 or digits")
+    data_root: str | None = _option(
+        None, "folder holding the datasets (default: $PERCEPTCOH_DATA, then ./data)"
+    )
+    model: str = _option(
+        "resnet8x4", "architecture trained by this run (the student of a transfer run)"
+    )
+    model_options: dict = _option(
+        {}, "keyword arguments of the model's constructor, e.g. {\"feature_dim\": 8}"
+    )
+    teacher: str | None = _option(
+        None, "teacher architecture (transfer runs); default: the one recorded in "
+        "teacher_checkpoint, which it must match when given"
+    )
+    teacher_checkpoint: str | None = _option(
+        None, "checkpoint.pt of a finished teacher run (required by transfer runs)"
+    )
+    method: str = _option(
+        "ce", "'ce' (cross-entropy only: teachers and the plain student baseline) or a "
+        "registered transfer loss: " + ", ".join(LOSSES)
+    )
+    protocol: str = _option(
+        "supervised", "'supervised': CE + beta * L (SPEC 6a); 'pure': L alone, on features "
+        "(on logits for kd), scored by linear probe and kNN (SPEC 6b)"
+    )
+    beta: float | None = _option(
+        None, "weight of the transfer loss next to CE (supervised protocol); default: "
+        "DEFAULT_BETA[method]"
+    )
+    loss_options: dict = _option(
+        {}, "keyword arguments of the transfer loss, e.g. {\"tau\": 0.1} for pc, "
+        "{\"temperature\": 4} for kd"
+    )
+    # Optimisation: SGD, RepDistiller's CIFAR recipe by default.
+    epochs: int = _option(240, "number of epochs")
+    batch_size: int = _option(
+        128, "global batch size (split evenly across processes under torchrun)"
+    )
+    lr: float = _option(
+        0.1, "learning rate for a batch of 128 (RepDistiller's 0.05 at batch 64); the one "
+        "used is lr * batch_size / 128"
+    )
+    momentum: float = _option(0.9, "SGD momentum")
+    weight_decay: float = _option(5e-4, "SGD weight decay (all parameters)")
+    nesterov: bool = _option(True, "Nesterov momentum")
+    schedule: str = _option(
+        "cosine", "learning-rate schedule after warm-up: 'cosine' (to 0) or 'step'"
+    )
+    milestones: tuple = _option(
+        (0.625, 0.75, 0.875), "step schedule: fractions of the run at which the learning "
+        "rate is multiplied by lr_decay (RepDistiller: epochs 150, 180, 210 of 240)",
+        nargs="+", item_type=float,
+    )
+    lr_decay: float = _option(0.1, "step schedule: factor applied at each milestone")
+    warmup_epochs: float = _option(
+        0.0, "linear warm-up of the learning rate from 0, in epochs (fractions allowed)"
+    )
+    label_smoothing: float = _option(0.0, "label smoothing of the cross-entropy")
+    # Data.
+    crop_padding: int | None = _option(
+        None, "random-crop padding in pixels, 0 for none; default 4 (CIFAR), 1 (digits)"
+    )
+    flip: bool | None = _option(
+        None, "random horizontal flips; default on for CIFAR, off for digits"
+    )
+    train_subset: int | None = _option(
+        None, "train on the first N images of a seeded permutation (smoke runs)"
+    )
+    test_subset: int | None = _option(
+        None, "evaluate on the first N test images of a seeded permutation (smoke runs)"
+    )
+    seed: int = _option(0, "seed of the initialisation, the subsets, the batch order and the "
+                        "augmentations")
+    # Execution.
+    device: str = _option("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
+    amp: bool = _option(True, "bf16 autocast (CUDA only; ignored on a CPU)")
+    channels_last: bool = _option(True, "channels_last memory format for images and models")
+    compile: bool = _option(False, "torch.compile the models (slower first epoch)")
+    eval_every: int = _option(
+        1, "test top-1 every this many epochs and after the last; 0: after the last only"
+    )
+    eval_batch_size: int = _option(1024, "batch size of evaluation passes")
+    triplet_points: int = _option(
+        1000, "test points on which the final triplet concordance with the teacher is "
+        "computed (a seeded subsample: the cost grows as the cube)"
+    )
+    output_dir: str | None = _option(
+        None, "folder of checkpoint.pt and results.json; default "
+        "runs/<dataset>/<model>-<method>[-pure]-seed<seed>"
+    )
+    resume: bool = _option(
+        False, "continue from output_dir/checkpoint.pt (start afresh if there is none)"
+    )
+    time_limit: float | None = _option(
+        None, "seconds: stop after the epoch past which another epoch would exceed this "
+        "wall time (checkpoint saved, no results.json); continue later with resume"
+    )
+    progress: bool = _option(
+        True, "report each epoch: a tqdm bar on a terminal, one line per epoch otherwise"
+    )
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is corrupt, not ours, or does not belong to this run."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def train_teacher(config: TrainConfig) -> dict:
+    """Train a model with cross-entropy alone (``method="ce"``); see :func:`run`."""
+    if config.method != "ce":
+        raise ValueError(f"train_teacher trains with method='ce', got method={config.method!r}")
+    return run(config)
+
+
+def transfer(config: TrainConfig) -> dict:
+    """Train a student with a transfer loss from a teacher checkpoint; see :func:`run`."""
+    if config.method == "ce":
+        raise ValueError("transfer needs a transfer loss as method, got 'ce' (use train_teacher)")
+    return run(config)
+
+
+def validate(config: TrainConfig, *, teacher_given: bool = False) -> TrainConfig:
+    """Check every field, raising ``ValueError`` with the field's name; returns a copy with
+    ``milestones`` as a tuple and ``output_dir`` filled in. ``teacher_given``: a teacher
+    module is supplied, so no ``teacher_checkpoint`` is needed."""
+    from .models import MODELS
+
+    def choose(name: str, value: object, choices) -> None:
+        if value not in choices:
+            raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+
+    def integer(name: str, value: object, low: int, optional: bool = False) -> None:
+        if optional and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+    def real(name: str, value: object, low: float, high: float = math.inf,
+             optional: bool = False) -> None:
+        if optional and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            low <= value <= high and math.isfinite(value)
+        ):
+            raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+
+    choose("dataset", config.dataset, DATASETS)
+    choose("model", config.model, sorted(MODELS))
+    if config.teacher is not None:
+        choose("teacher", config.teacher, sorted(MODELS))
+    choose("method", config.method, METHODS)
+    choose("protocol", config.protocol, PROTOCOLS)
+    choose("schedule", config.schedule, SCHEDULES)
+    if config.method == "ce":
+        if config.protocol != "supervised":
+            raise ValueError("method 'ce' has no pure protocol (it has no transfer loss)")
+    elif config.teacher_checkpoint is None and not teacher_given:
+        raise ValueError(
+            f"method {config.method!r} transfers from a teacher: set teacher_checkpoint"
+        )
+    for name in ("model_options", "loss_options"):
+        if not isinstance(getattr(config, name), dict):
+            raise ValueError(f"{name} must be a dict, got {getattr(config, name)!r}")
+    integer("epochs", config.epochs, 1)
+    integer("batch_size", config.batch_size, 1)
+    real("lr", config.lr, 0)
+    real("momentum", config.momentum, 0, 1)
+    real("weight_decay", config.weight_decay, 0)
+    real("lr_decay", config.lr_decay, 0, 1)
+    real("warmup_epochs", config.warmup_epochs, 0, config.epochs)
+    real("label_smoothing", config.label_smoothing, 0, 1)
+    real("beta", config.beta, 0, optional=True)
+    milestones = tuple(config.milestones)
+    for milestone in milestones:
+        real("milestones", milestone, 0, 1)
+    integer("crop_padding", config.crop_padding, 0, optional=True)
+    integer("train_subset", config.train_subset, 1, optional=True)
+    integer("test_subset", config.test_subset, 1, optional=True)
+    integer("seed", config.seed, 0)
+    integer("eval_every", config.eval_every, 0)
+    integer("eval_batch_size", config.eval_batch_size, 1)
+    integer("triplet_points", config.triplet_points, 3)
+    real("time_limit", config.time_limit, 0, optional=True)
+    if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
+    output_dir = config.output_dir
+    if output_dir is None:
+        suffix = "-pure" if config.protocol == "pure" else ""
+        output_dir = os.path.join(
+            "runs", config.dataset, f"{config.model}-{config.method}{suffix}-seed{config.seed}"
+        )
+    return dataclasses.replace(config, milestones=milestones, output_dir=str(output_dir))
+
+
+class Objective(nn.Module):
+    """The student and its training loss, one module, so that DDP synchronises the
+    gradients of both the student and the loss's learnable parts (FitNet's regressor, CC's
+    projection).
+
+    ``forward(inputs, labels, teacher_features, teacher_logits)`` returns
+    ``(loss, student_logits)``: ``CE + beta * L`` (supervised), ``L`` (pure) or ``CE``
+    (``transfer_loss=None``), where ``L`` is called on logits for the losses in
+    :data:`perceptcoh.LOGIT_LOSSES` and on features otherwise.
+    """
+
+    def __init__(self, student: nn.Module, transfer_loss: nn.Module | None, method: str,
+                 protocol: str, beta: float, label_smoothing: float) -> None:
+        super().__init__()
+        self.student = student
+        self.transfer_loss = transfer_loss
+        self.on_logits = method in LOGIT_LOSSES
+        self.supervised = protocol == "supervised"
+        self.beta = beta
+        self.label_smoothing = label_smoothing
+
+    def forward(self, inputs, labels, teacher_features=None, teacher_logits=None):
+        features, logits = self.student(inputs)
+        loss = None
+        if self.supervised:
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        if self.transfer_loss is not None:
+            if self.on_logits:
+                term = self.transfer_loss(logits, teacher_logits)
+            else:
+                term = self.transfer_loss(features, teacher_features)
+            loss = term if loss is None else loss + self.beta * term
+        return loss, logits
+
+
+@dataclass
+class Session:
+    """Everything the epoch loop needs, built by :func:`prepare`."""
+
+    config: TrainConfig
+    device: torch.device
+    rank: int
+    world_size: int
+    train_set: Any
+    test_set: Any
+    student: nn.Module
+    teacher: nn.Module | None
+    transfer_loss: nn.Module | None
+    objective: nn.Module  # what a step calls: Objective, DDP-wrapped under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    steps_per_epoch: int
+    local_batch: int
+    augmentation: tuple[int, bool]
+    normalisation: tuple[torch.Tensor, torch.Tensor]  # mean and std on the device, float32
+    beta: float
+    teacher_info: dict | None
+    distributed_owner: bool = False  # this call initialised the process group
+
+    @property
+    def autocast(self):
+        enabled = self.config.amp and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    @property
+    def classifier(self) -> bool:
+        """Whether the student's classifier is trained (and so worth scoring)."""
+        return self.config.protocol == "supervised" or self.config.method in LOGIT_LOSSES
+
+
+def prepare(config: TrainConfig, *, teacher: nn.Module | None = None) -> Session:
+    """Data on the device, models, loss, optimiser and schedule for ``config``.
+
+    ``teacher`` replaces the teacher read from ``config.teacher_checkpoint`` (benchmarks and
+    tests use a freshly initialised one); real transfer runs leave it ``None``.
+    """
+    from .data import load_dataset
+    from .models import build_model
+
+    config = validate(config, teacher_given=teacher is not None)
+    rank, world_size, local_rank, owner = _init_distributed(config)
+    device = _resolve_device(config.device, local_rank if world_size > 1 else None)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
+
+    train_set = load_dataset(config.dataset, "train", config.data_root)
+    test_set = load_dataset(config.dataset, "test", config.data_root)
+    if config.train_subset is not None:
+        chosen = _seeded_prefix(len(train_set), config.train_subset, config.seed)
+        train_set = train_set.subset(chosen)
+    if config.test_subset is not None:
+        chosen = _seeded_prefix(len(test_set), config.test_subset, config.seed + 1)
+        test_set = test_set.subset(chosen)
+    train_set, test_set = train_set.to(device), test_set.to(device)
+    if config.batch_size % world_size:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
+                         f"{world_size} processes")
+    local_batch = config.batch_size // world_size
+    steps_per_epoch = len(train_set) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training set ({len(train_set)} images) is smaller than one "
+                         f"batch ({config.batch_size})")
+
+    torch.manual_seed(config.seed)
+    student = build_model(config.model, train_set.num_classes, **config.model_options)
+    student = student.to(device, memory_format=memory_format)
+    teacher_info = None
+    transfer_loss = None
+    if config.method != "ce":
+        if teacher is None:
+            teacher, teacher_info = _load_teacher(config, train_set.num_classes)
+        else:
+            teacher_info = {"model": config.teacher, "checkpoint": None, "sha256": None}
+        teacher = teacher.to(device, memory_format=memory_format).eval().requires_grad_(False)
+        if config.method not in LOGIT_LOSSES and local_batch < 3:
+            raise ValueError(f"method {config.method!r} needs at least 3 samples per process "
+                             f"and batch, got {local_batch}")
+        options = dict(config.loss_options)
+        if "check_finite" in _parameters(LOSSES[config.method]):
+            # The epoch's loss is checked once instead: no host synchronisation per step.
+            options.setdefault("check_finite", False)
+        transfer_loss = build_loss(
+            config.method,
+            student_dim=getattr(student, "feature_dim", None),
+            teacher_dim=getattr(teacher, "feature_dim", None),
+            **options,
+        ).to(device)
+    beta = config.beta if config.beta is not None else DEFAULT_BETA.get(config.method, 0.0)
+    if config.compile:
+        student.compile()
+        if teacher is not None:
+            teacher.compile()
+    objective: nn.Module = Objective(student, transfer_loss, config.method, config.protocol,
+                                     beta, config.label_smoothing)
+    if world_size > 1:
+        # A pure feature loss leaves the student's classifier without gradient.
+        unused = config.protocol == "pure" and config.method not in LOGIT_LOSSES
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )
+    parameters = list(student.parameters())
+    if transfer_loss is not None:
+        parameters += list(transfer_loss.parameters())
+    optimizer = torch.optim.SGD(
+        parameters,
+        lr=config.lr * config.batch_size / 128,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov and config.momentum > 0,
+        fused=device.type == "cuda",
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
+    padding, flip = _AUGMENTATION[config.dataset]
+    augmentation = (
+        padding if config.crop_padding is None else config.crop_padding,
+        flip if config.flip is None else config.flip,
+    )
+    return Session(
+        config=config, device=device, rank=rank, world_size=world_size,
+        train_set=train_set, test_set=test_set, student=student, teacher=teacher,
+        transfer_loss=transfer_loss, objective=objective, optimizer=optimizer,
+        scheduler=scheduler, steps_per_epoch=steps_per_epoch, local_batch=local_batch,
+        augmentation=augmentation, normalisation=_normalisation(train_set, device),
+        beta=beta, teacher_info=teacher_info, distributed_owner=owner,
+    )
+
+
+def train_epoch(session: Session, epoch: int, *, max_steps: int | None = None) -> dict:
+    """One epoch (or its first ``max_steps`` steps) of training; the only host
+    synchronisation is the read-out of the loss and accuracy sums at the end.
+
+    Returns ``loss`` (mean over steps, averaged over processes), ``train_top1``
+    (on augmented images), ``images`` (trained on, all processes) and ``seconds``.
+
+    Raises:
+        NonFiniteLossError: the epoch's loss is NaN or infinite.
+    """
+    config, device = session.config, session.device
+    steps = session.steps_per_epoch
+    if max_steps is not None:
+        steps = min(max_steps, steps)
+    # The order is the same on every process, the augmentations differ.
+    order = torch.randperm(len(session.train_set), device=device,
+                           generator=_generator(device, config.seed, epoch, 0))
+    augmentation_generator = _generator(device, config.seed, epoch, 1 + session.rank)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    session.objective.train()
+    if session.teacher is not None:
+        session.teacher.eval()
+    _synchronize(device)
+    start = time.perf_counter()
+    for step in range(steps):
+        first = step * config.batch_size + session.rank * session.local_batch
+        indices = order[first : first + session.local_batch]
+        loss, logits, labels = train_step(session, indices, augmentation_generator)
+        loss_sum += loss
+        correct += (logits.argmax(dim=1) == labels).sum()
+    totals = torch.stack([loss_sum.double(), correct.double()])
+    if session.world_size > 1:
+        torch.distributed.all_reduce(totals)
+    loss_total, correct_total = totals.tolist()  # the epoch's one host synchronisation
+    seconds = time.perf_counter() - start
+    images = steps * config.batch_size
+    mean_loss = loss_total / (max(steps, 1) * session.world_size)
+    if not math.isfinite(mean_loss):
+        raise NonFiniteLossError(
+            f"the training loss of epoch {epoch + 1} is {mean_loss} (method {config.method!r}, "
+            f"lr {config.lr}, beta {session.beta}); lower the learning rate or beta, or check "
+            f"the teacher checkpoint"
+        )
+    return {"loss": mean_loss, "train_top1": correct_total / max(images, 1),
+            "images": images, "seconds": seconds}
+
+
+def train_step(session: Session, indices: torch.Tensor, generator: torch.Generator):
+    """One optimiser step on the training images ``indices`` (a device tensor).
+
+    Returns the detached loss, the student's logits and the labels, all on the device:
+    nothing here waits for the device to finish.
+    """
+    from .data import augment, normalize
+
+    train_set = session.train_set
+    images = train_set.images[indices]
+    labels = train_set.labels[indices]
+    padding, flip = session.augmentation
+    if padding or flip:
+        images = augment(images, padding=padding, flip=flip, generator=generator)
+    # Mean and std as device tensors: built from floats, they would be copied to the device
+    # on every call, a copy that waits for the device.
+    mean, std = session.normalisation
+    inputs = normalize(images, mean, std, channels_last=session.config.channels_last)
+    with session.autocast:
+        teacher_features = teacher_logits = None
+        if session.teacher is not None:
+            with torch.inference_mode():
+                teacher_features, teacher_logits = session.teacher(inputs)
+            # Out of inference mode, so that losses may save them for their backward pass.
+            teacher_features, teacher_logits = teacher_features.clone(), teacher_logits.clone()
+        loss, logits = session.objective(inputs, labels, teacher_features, teacher_logits)
+    session.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    session.optimizer.step()
+    session.scheduler.step()
+    return loss.detach(), logits.detach(), labels
+
+
+def run(config: TrainConfig) -> dict:
+    """Train as ``config`` says, evaluate, and write ``results.json``; returns the results.
+
+    ``method="ce"`` trains with cross-entropy alone (a teacher, or the student baseline);
+    any other method transfers from ``teacher_checkpoint`` under ``protocol``. After every
+    epoch the checkpoint is replaced; with ``resume`` a run continues from it. When
+    ``time_limit`` stops a run early, the returned dict has ``completed: False`` and no
+    ``results.json`` is written.
+
+    Raises:
+        ValueError: an invalid field (unknown dataset, model, method, ...), or a teacher
+            checkpoint that does not fit the run.
+        CheckpointError: a corrupt checkpoint, or one written by a different run.
+        NonFiniteLossError: the loss diverged.
+    """
+    started = time.perf_counter()
+    session = prepare(config)
+    try:
+        return _run(session, started)
+    finally:
+        if session.distributed_owner:
+            torch.distributed.destroy_process_group()
+
+
+def _run(session: Session, started: float) -> dict:
+    config, student = session.config, session.student
+    output = Path(config.output_dir)
+    checkpoint_path = output / CHECKPOINT_NAME
+    is_writer = session.rank == 0
+    start_epoch, history = 0, []
+    totals = {"train_seconds": 0.0, "train_images": 0, "wall_seconds": 0.0}
+    if checkpoint_path.exists() and not config.resume:
+        raise CheckpointError(
+            f"{checkpoint_path} already exists: pass resume=True (--resume) to continue that "
+            f"run, or choose another output_dir"
+        )
+    if config.resume and checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        _check_same_run(state, config, checkpoint_path)
+        try:
+            student.load_state_dict(state["model_state"])
+            if session.transfer_loss is not None:
+                session.transfer_loss.load_state_dict(state["loss_state"])
+            session.optimizer.load_state_dict(state["optimizer"])
+            session.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if session.device.type == "cuda" and state["rng"]["cuda"]:
+                torch.cuda.set_rng_state(state["rng"]["cuda"][0], session.device)
+            start_epoch, history = int(state["epoch"]), list(state["history"])
+            totals.update(state["totals"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:
+            raise CheckpointError(f"{checkpoint_path} does not fit this run: {error!r}") from error
+    wall_offset = totals["wall_seconds"]
+
+    reporter = _Reporter(config, start_epoch, enabled=config.progress and is_writer)
+    stopped_early = False
+    for epoch in range(start_epoch, config.epochs):
+        stats = train_epoch(session, epoch)
+        totals["train_seconds"] += stats["seconds"]
+        totals["train_images"] += stats["images"]
+        record = {
+            "epoch": epoch + 1,
+            "loss": stats["loss"],
+            "lr": session.optimizer.param_groups[0]["lr"],
+            "seconds": stats["seconds"],
+            "images_per_second": stats["images"] / stats["seconds"],
+        }
+        last = epoch + 1 == config.epochs
+        if session.classifier:
+            record["train_top1"] = stats["train_top1"]
+            if last or (config.eval_every and (epoch + 1) % config.eval_every == 0):
+                record["test_top1"] = top1_accuracy(
+                    student, session.test_set, config.eval_batch_size,
+                    amp=config.amp, channels_last=config.channels_last,
+                )
+        history.append(record)
+        totals["wall_seconds"] = wall_offset + time.perf_counter() - started
+        if is_writer:
+            _save_checkpoint(session, checkpoint_path, epoch + 1, history, totals)
+        reporter.epoch(record)
+        if not last and config.time_limit is not None:
+            # Stop if another epoch would end past the limit; every process must agree.
+            elapsed = time.perf_counter() - started
+            if _any_process(session, elapsed + stats["seconds"] > config.time_limit):
+                stopped_early = True
+                break
+    reporter.close()
+    if stopped_early:
+        return {"completed": False, "epoch": history[-1]["epoch"], "epochs": config.epochs,
+                "checkpoint": str(checkpoint_path), "history": history}
+
+    metrics = evaluate_models(
+        student, session.test_set, train_set=session.train_set, teacher=session.teacher,
+        classifier=session.classifier, batch_size=config.eval_batch_size,
+        amp=config.amp, channels_last=config.channels_last, seed=config.seed,
+        max_points=config.triplet_points,
+    )
+    wall_seconds = wall_offset + time.perf_counter() - started
+    # The first epoch pays for warm-up (cuDNN autotuning, torch.compile).
+    steady = history[1:]
+    steady_speed = None
+    if steady:
+        steady_images = len(steady) * session.steps_per_epoch * config.batch_size
+        steady_speed = steady_images / sum(record["seconds"] for record in steady)
+    results = {
+        "completed": True,
+        "metrics": metrics,
+        "config": _jsonable(asdict(config)),
+        "teacher": session.teacher_info,
+        "beta": session.beta if config.method != "ce" else None,
+        "checkpoint": str(checkpoint_path),
+        "epochs_completed": history[-1]["epoch"] if history else 0,
+        "world_size": session.world_size,
+        "steps_per_epoch": session.steps_per_epoch,
+        "train_images": len(session.train_set),
+        "test_images": len(session.test_set),
+        "wall_time_seconds": wall_seconds,
+        "train_seconds": totals["train_seconds"],
+        "images_per_second": totals["train_images"] / max(totals["train_seconds"], 1e-12),
+        "images_per_second_after_first_epoch": steady_speed,
+        "amp_active": config.amp and session.device.type == "cuda",
+        "history": history,
+        "provenance": provenance(),
+    }
+    if is_writer:
+        _atomic_write_text(output / RESULTS_NAME, json.dumps(results, indent=2) + "\n")
+    return results
+
+
+# Checkpoints.
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by :func:`run` (tensors on the CPU).
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        CheckpointError: the file is corrupt, truncated, or not a perceptcoh checkpoint;
+            the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for damaged files
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the file is corrupt, truncated or not a torch "
+            f"checkpoint ({type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{path} is not a perceptcoh checkpoint (expected format {CHECKPOINT_FORMAT!r}, "
+            f"found {found!r})"
+        )
+    missing = {"epoch", "config", "model", "dataset", "model_state"} - set(state)
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(sorted(missing))}")
+    return state
+
+
+def model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
+                          ) -> tuple[nn.Module, dict]:
+    """The model saved in a checkpoint, in eval mode on ``device``, and the checkpoint."""
+    state = load_checkpoint(path)
+    return _model_from_state(state, Path(path)).to(device).eval(), state
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    *,
+    teacher_checkpoint: str | os.PathLike | None = None,
+    data_root: str | None = None,
+    device: str = "auto",
+    batch_size: int = 1024,
+    k: int = 20,
+    triplet_points: int = 1000,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    seed: int = 0,
+    output: str | os.PathLike | None = None,
+) -> dict:
+    """Evaluate a run's checkpoint on its dataset (:func:`perceptcoh.evaluate.evaluate_models`)
+    and write the results, with provenance, to ``output`` (default: ``evaluation.json``
+    next to the checkpoint). Returns what was written, ``output`` included."""
+    from .data import load_dataset
+
+    path = Path(checkpoint)
+    resolved = _resolve_device(device, None)
+    student, state = model_from_checkpoint(path, resolved)
+    config = state["config"]
+    dataset = state["dataset"]["name"]
+    teacher = None
+    if teacher_checkpoint is not None:
+        teacher, teacher_state = model_from_checkpoint(teacher_checkpoint, resolved)
+        if teacher_state["dataset"]["name"] != dataset:
+            raise ValueError(f"teacher checkpoint {teacher_checkpoint} was trained on "
+                             f"{teacher_state['dataset']['name']}, {path} on {dataset}")
+    train_set = load_dataset(dataset, "train", data_root)
+    test_set = load_dataset(dataset, "test", data_root)
+    if train_subset is not None:
+        train_set = train_set.subset(_seeded_prefix(len(train_set), train_subset, seed))
+    if test_subset is not None:
+        test_set = test_set.subset(_seeded_prefix(len(test_set), test_subset, seed + 1))
+    classifier = config.get("protocol") == "supervised" or config.get("method") in LOGIT_LOSSES
+    metrics = evaluate_models(
+        student, test_set.to(resolved), train_set=train_set.to(resolved), teacher=teacher,
+        classifier=classifier, k=k, max_points=triplet_points, batch_size=batch_size,
+        amp=True, channels_last=True, seed=seed,
+    )
+    output = Path(output) if output is not None else path.with_name("evaluation.json")
+    results = {
+        "metrics": metrics,
+        "checkpoint": {"path": str(path), "sha256": _sha256(path), "epoch": state["epoch"]},
+        "teacher_checkpoint": None if teacher_checkpoint is None else {
+            "path": str(teacher_checkpoint), "sha256": _sha256(Path(teacher_checkpoint))},
+        "dataset": dataset,
+        "train_images": len(train_set),
+        "test_images": len(test_set),
+        "settings": {"k": k, "triplet_points": triplet_points, "train_subset": train_subset,
+                     "test_subset": test_subset, "seed": seed},
+        "run_config": config,
+        "provenance": provenance(),
+        "output": str(output),
+    }
+    _atomic_write_text(output, json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _model_from_state(state: dict, path: Path) -> nn.Module:
+    from .models import build_model
+
+    description = state["model"]
+    try:
+        model = build_model(description["name"], description["num_classes"],
+                            **description.get("options", {}))
+        model.load_state_dict(state["model_state"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        raise CheckpointError(f"cannot rebuild the model of checkpoint {path}: {error}") from error
+    return model
+
+
+def _save_checkpoint(session: Session, path: Path, epoch: int, history: list, totals: dict
+                     ) -> None:
+    config = session.config
+    cuda_rng = [torch.cuda.get_rng_state(session.device)] if session.device.type == "cuda" else []
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "config": _jsonable(asdict(config)),
+        "model": {"name": config.model, "num_classes": session.train_set.num_classes,
+                  "options": dict(config.model_options),
+                  "feature_dim": getattr(session.student, "feature_dim", None)},
+        "dataset": {"name": config.dataset, "mean": list(session.train_set.mean),
+                    "std": list(session.train_set.std),
+                    "num_classes": session.train_set.num_classes},
+        "model_state": session.student.state_dict(),
+        "loss_state": session.transfer_loss.state_dict() if session.transfer_loss else {},
+        "optimizer": session.optimizer.state_dict(),
+        "scheduler": session.scheduler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng},
+        "history": history,
+        "totals": dict(totals),
+        "teacher": session.teacher_info,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)  # atomic: a reader sees the old or the new file, never half
+
+
+def _check_same_run(state: dict, config: TrainConfig, path: Path) -> None:
+    saved, current = state["config"], _jsonable(asdict(config))
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"checkpoint {path} holds no config")
+    different = [
+        f"{name}: checkpoint {saved.get(name, '<missing>')!r}, now {value!r}"
+        for name, value in current.items()
+        if name not in _EXECUTION_FIELDS and saved.get(name, "<missing>") != value
+    ]
+    if different:
+        raise CheckpointError(
+            f"checkpoint {path} was written by a different run; resuming needs the same "
+            f"settings ({'; '.join(different)})"
+        )
+
+
+def _load_teacher(config: TrainConfig, num_classes: int) -> tuple[nn.Module, dict]:
+    path = Path(config.teacher_checkpoint)
+    state = load_checkpoint(path)
+    recorded = state["model"]["name"]
+    if config.teacher is not None and config.teacher != recorded:
+        raise ValueError(f"teacher checkpoint {path} holds a {recorded}, not the requested "
+                         f"teacher {config.teacher}")
+    if state["dataset"]["name"] != config.dataset:
+        raise ValueError(f"teacher checkpoint {path} was trained on {state['dataset']['name']}, "
+                         f"this run uses {config.dataset}")
+    if state["model"]["num_classes"] != num_classes:
+        raise ValueError(f"teacher checkpoint {path} has {state['model']['num_classes']} "
+                         f"classes, the dataset {num_classes}")
+    planned = state["config"].get("epochs")
+    if state["epoch"] != planned:
+        raise ValueError(f"teacher checkpoint {path} is from an unfinished run (epoch "
+                         f"{state['epoch']} of {planned}); finish it with --resume first")
+    teacher = _model_from_state(state, path)
+    info = {"model": recorded, "checkpoint": str(path), "sha256": _sha256(path),
+            "options": state["model"].get("options", {}), "epochs": state["epoch"],
+            "recorded_test_top1": (state.get("history") or [{}])[-1].get("test_top1")}
+    return teacher, info
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# Small helpers.
+
+
+def _lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the learning rate at optimiser step ``step`` (LambdaLR, per step)."""
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    milestones = [round(fraction * total) for fraction in config.milestones]
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return config.lr_decay ** sum(step >= milestone for milestone in milestones)
+
+    return factor
+
+
+def _generator(device: torch.device, seed: int, epoch: int, stream: int) -> torch.Generator:
+    """A generator on ``device`` seeded from ``(seed, epoch, stream)`` (well mixed)."""
+    mixed = np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0]
+    return torch.Generator(device=device).manual_seed(int(mixed))
+
+
+def _normalisation(dataset: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(dataset.mean, dtype=torch.float32).to(device)
+    std = torch.tensor(dataset.std, dtype=torch.float32).to(device)
+    return mean, std
+
+
+def _seeded_prefix(n: int, count: int, seed: int) -> torch.Tensor:
+    if count > n:
+        raise ValueError(f"subset of {count} images requested from a set of {n}")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:count]
+
+
+def _resolve_device(name: str, local_rank: int | None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available")
+        if local_rank is not None:
+            device = torch.device("cuda", local_rank)
+        elif device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)
+    return device
+
+
+def _init_distributed(config: TrainConfig) -> tuple[int, int, int, bool]:
+    """``(rank, world_size, local_rank, initialised_here)`` from torchrun's environment."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, 0, False
+    if not torch.distributed.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available")
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size(), local_rank, False
+    uses_cuda = config.device != "cpu" and torch.cuda.is_available()
+    if uses_cuda:
+        torch.cuda.set_device(local_rank)
+    torch.distributed.init_process_group("nccl" if uses_cuda else "gloo")
+    return rank, world_size, local_rank, True
+
+
+def _any_process(session: Session, flag: bool) -> bool:
+    """Whether ``flag`` holds on any process (all of them get the same answer)."""
+    if session.world_size == 1:
+        return flag
+    value = torch.tensor(float(flag), device=session.device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _parameters(cls: type) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls).parameters)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+class _Reporter:
+    """Per-epoch progress: a tqdm bar on a terminal, a plain line otherwise, or nothing."""
+
+    def __init__(self, config: TrainConfig, start_epoch: int, enabled: bool) -> None:
+        self.config, self.enabled, self.bar = config, enabled, None
+        if enabled and sys.stderr.isatty():
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=config.epochs, initial=start_epoch, unit="epoch",
+                                desc=f"{config.model} {config.method}", dynamic_ncols=True)
+
+    def epoch(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        shown = {"loss": f"{record['loss']:.4g}"}
+        for name in ("train_top1", "test_top1"):
+            if name in record:
+                shown[name] = f"{record[name]:.4f}"
+        shown["img/s"] = f"{record['images_per_second']:,.0f}"
+        if self.bar is not None:
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(1)
+        else:
+            text = "  ".join(f"{key} {value}" for key, value in shown.items())
+            print(f"epoch {record['epoch']}/{self.config.epochs}  {text}", file=sys.stderr,
+                  flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,285 @@
+"""The training engine on digits with tiny models: every loss, resume, errors, DDP."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import socket
+
+import pytest
+import torch
+
+from perceptcoh import LOSSES
+from perceptcoh.data import load_dataset, normalize
+from perceptcoh.train import (
+    CHECKPOINT_NAME,
+    RESULTS_NAME,
+    CheckpointError,
+    NonFiniteLossError,
+    TrainConfig,
+    _lr_factor,
+    load_checkpoint,
+    prepare,
+    run,
+    train_epoch,
+    train_step,
+    train_teacher,
+    transfer,
+    validate,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models gain nothing from threads, and on a shared machine they oversubscribe it.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(**fields) -> TrainConfig:
+    """Digits, 256 training images, batches of 64: 4 steps an epoch."""
+    base = dict(dataset="digits", model="digits_mlp", epochs=2, batch_size=64, lr=0.1,
+                train_subset=256, test_subset=60, triplet_points=20, progress=False)
+    base.update(fields)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A digits_cnn teacher trained for 2 short epochs, and its results."""
+    output = tmp_path_factory.mktemp("teacher")
+    results = train_teacher(tiny(model="digits_cnn", train_subset=512, output_dir=str(output)))
+    return output / CHECKPOINT_NAME, results
+
+
+def test_teacher_training_writes_checkpoint_and_results(teacher):
+    checkpoint, results = teacher
+    written = json.loads((checkpoint.parent / RESULTS_NAME).read_text())
+    assert written == json.loads(json.dumps(results))
+    assert written["completed"] and written["epochs_completed"] == 2
+    assert written["config"]["model"] == "digits_cnn" and written["config"]["method"] == "ce"
+    assert {"git_commit", "device", "torch"} <= set(written["provenance"])
+    assert written["metrics"]["top1"] > 0.5  # 10 classes: chance is 0.1
+    assert written["history"][1]["loss"] < written["history"][0]["loss"]
+    assert written["images_per_second"] > 0 and written["wall_time_seconds"] > 0
+    assert written["teacher"] is None
+    state = load_checkpoint(checkpoint)
+    assert state["epoch"] == 2 and state["model"]["name"] == "digits_cnn"
+
+
+@pytest.mark.parametrize("protocol", ["supervised", "pure"])
+@pytest.mark.parametrize("method", sorted(LOSSES))
+def test_transfer_steps_with_every_loss(teacher, method, protocol):
+    config = tiny(method=method, protocol=protocol, beta=1.0,
+                  teacher_checkpoint=str(teacher[0]), output_dir="unused")
+    session = prepare(config)
+    student_before = [p.detach().clone() for p in session.student.parameters()]
+    loss_before = [p.detach().clone() for p in session.transfer_loss.parameters()]
+    losses = [train_epoch(session, epoch)["loss"] for epoch in range(3)]
+    assert all(math.isfinite(loss) for loss in losses), losses
+    assert losses[-1] < losses[0] * 1.05, losses  # decreases (up to noise over 12 steps)
+    changed = [not torch.equal(a, b) for a, b in zip(student_before, session.student.parameters())]
+    assert any(changed)
+    # Learnable parts of the loss (FitNet's regressor, CC's projection) train with the student.
+    for before, after in zip(loss_before, session.transfer_loss.parameters()):
+        assert not torch.equal(before, after)
+    # The teacher stays frozen.
+    assert not session.teacher.training
+    assert not any(p.requires_grad for p in session.teacher.parameters())
+
+
+def test_transfer_run_end_to_end(teacher, tmp_path):
+    checkpoint, teacher_results = teacher
+    results = transfer(tiny(method="pc", teacher_checkpoint=str(checkpoint),
+                            output_dir=str(tmp_path), eval_every=0))
+    written = json.loads((tmp_path / RESULTS_NAME).read_text())
+    assert written["metrics"] == results["metrics"]
+    sha256 = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert written["teacher"]["sha256"] == sha256
+    assert written["teacher"]["model"] == "digits_cnn"
+    assert written["beta"] == 1.0  # DEFAULT_BETA["pc"]
+    metrics = written["metrics"]
+    assert metrics["teacher_top1"] == pytest.approx(teacher_results["metrics"]["top1"], abs=0.1)
+    for name in ("top1", "linear_probe_top1", "knn_top1", "retrieval_map", "perception_gap_r1",
+                 "perception_gap_r2", "triplet_concordance", "knn_agreement"):
+        assert math.isfinite(metrics[name]), name
+    assert metrics["triplet_points"] == 20 and metrics["gap_points"] == 60
+    assert "test_top1" not in written["history"][0] and "test_top1" in written["history"][1]
+    assert {"git_commit", "device", "torch"} <= set(written["provenance"])
+
+
+def checkpoint_tensors(path):
+    state = load_checkpoint(path)
+    return state, {**{f"model.{k}": v for k, v in state["model_state"].items()},
+                   **{f"loss.{k}": v for k, v in state["loss_state"].items()}}
+
+
+@pytest.mark.parametrize("method", ["ce", "fitnet"])
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(teacher, tmp_path, method):
+    fields = dict(method=method, teacher_checkpoint=None if method == "ce" else str(teacher[0]),
+                  beta=1.0, eval_every=1)
+    uninterrupted = run(tiny(**fields, output_dir=str(tmp_path / "a")))
+    # time_limit=0 stops after the first epoch, as a kill after its checkpoint would.
+    first = run(tiny(**fields, output_dir=str(tmp_path / "b"), time_limit=0))
+    assert not first["completed"] and first["epoch"] == 1
+    assert not (tmp_path / "b" / RESULTS_NAME).exists()
+    resumed = run(tiny(**fields, output_dir=str(tmp_path / "b"), resume=True))
+    state_a, tensors_a = checkpoint_tensors(tmp_path / "a" / CHECKPOINT_NAME)
+    state_b, tensors_b = checkpoint_tensors(tmp_path / "b" / CHECKPOINT_NAME)
+    assert tensors_a.keys() == tensors_b.keys() and len(tensors_a) > 0
+    for name in tensors_a:
+        assert torch.equal(tensors_a[name], tensors_b[name]), name
+    momenta_a = [s["momentum_buffer"] for s in state_a["optimizer"]["state"].values()]
+    momenta_b = [s["momentum_buffer"] for s in state_b["optimizer"]["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(momenta_a, momenta_b))
+    assert [h["loss"] for h in uninterrupted["history"]] == [h["loss"] for h in resumed["history"]]
+    assert resumed["metrics"] == uninterrupted["metrics"]
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(teacher, tmp_path):
+    checkpoint = tmp_path / CHECKPOINT_NAME
+    checkpoint.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=str(checkpoint)):
+        run(tiny(output_dir=str(tmp_path), resume=True))
+    # Truncated: half of a real checkpoint.
+    data = teacher[0].read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(checkpoint)
+    # A corrupt teacher is named too.
+    with pytest.raises(CheckpointError, match=str(checkpoint)):
+        prepare(tiny(method="pc", teacher_checkpoint=str(checkpoint), output_dir="unused"))
+    torch.save({"something": 1}, checkpoint)
+    with pytest.raises(CheckpointError, match="not a perceptcoh checkpoint"):
+        load_checkpoint(checkpoint)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    run(tiny(epochs=1, train_subset=128, output_dir=str(tmp_path), triplet_points=5))
+    with pytest.raises(CheckpointError, match=r"lr: checkpoint 0\.1, now 0\.2"):
+        run(tiny(epochs=1, train_subset=128, output_dir=str(tmp_path), lr=0.2, resume=True))
+    with pytest.raises(CheckpointError, match="already exists"):
+        run(tiny(epochs=1, train_subset=128, output_dir=str(tmp_path)))
+
+
+def test_teacher_checkpoint_must_fit(teacher):
+    with pytest.raises(ValueError, match="holds a digits_cnn"):
+        prepare(tiny(method="pc", teacher="digits_mlp", teacher_checkpoint=str(teacher[0])))
+    with pytest.raises(ValueError, match="teacher_checkpoint"):
+        prepare(tiny(method="pc"))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("method", "magic", "unknown method 'magic'"),
+    ("model", "resnet9000", "unknown model 'resnet9000'"),
+    ("dataset", "imagenet", "unknown dataset 'imagenet'"),
+    ("protocol", "semi", "unknown protocol"),
+    ("schedule", "linear", "unknown schedule"),
+    ("epochs", 0, "epochs must be"),
+    ("lr", -1.0, "lr must be"),
+])
+def test_invalid_config_gives_a_clear_error(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        run(dataclasses.replace(tiny(), **{field: value}))
+
+
+def test_pure_protocol_needs_a_transfer_loss():
+    with pytest.raises(ValueError, match="pure"):
+        validate(tiny(protocol="pure"))
+
+
+def test_diverging_loss_is_reported_once_per_epoch(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="epoch 1"):
+        run(tiny(lr=1e30, output_dir=str(tmp_path)))
+    assert not (tmp_path / CHECKPOINT_NAME).exists()  # a NaN model is never saved
+
+
+def test_learning_rate_schedule_and_linear_scaling():
+    config = validate(tiny(epochs=10, warmup_epochs=2, schedule="cosine"))
+    factor = _lr_factor(config, steps_per_epoch=10)
+    assert factor(0) == pytest.approx(1 / 20) and factor(19) == pytest.approx(1)
+    assert factor(20) == pytest.approx(1) and factor(60) == pytest.approx(0.5)
+    assert factor(99) < 0.01
+    step = _lr_factor(validate(tiny(epochs=10, schedule="step", milestones=(0.5, 0.8))), 10)
+    assert [step(s) for s in (0, 49, 50, 79, 80)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    session = prepare(tiny(batch_size=32, lr=0.1, output_dir="unused"))
+    assert session.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 32 / 128)
+
+
+def test_step_normalisation_with_device_tensors_equals_the_floats():
+    from perceptcoh.train import _normalisation
+
+    dataset = load_dataset("digits", "test")
+    mean, std = _normalisation(dataset, torch.device("cpu"))
+    images = dataset.images[:16]
+    assert torch.equal(normalize(images, mean, std),
+                       normalize(images, dataset.mean, dataset.std))
+
+
+def test_progress_lines_when_not_a_terminal(capsys, tmp_path):
+    run(tiny(epochs=1, train_subset=128, progress=True, output_dir=str(tmp_path),
+             triplet_points=5))
+    assert "epoch 1/1" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        return handle.getsockname()[1]
+
+
+def _distributed_worker(rank: int, port: int, config: TrainConfig, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    result = run(config)
+    torch.save(result["history"], os.path.join(out, f"history{rank}.pt"))
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_two_processes_reproduce_one_process_with_the_same_global_batch(teacher, tmp_path):
+    """torchrun's environment -> gloo, DDP, each process half of every global batch, the PC
+    loss ranking over the global batch: the same training as one process (no augmentation,
+    and the MLP student has no batch norm), up to float rounding."""
+    import torch.multiprocessing as mp
+
+    config = tiny(method="pc", teacher_checkpoint=str(teacher[0]), train_subset=128,
+                  batch_size=32, epochs=1, crop_padding=0, flip=False, triplet_points=5)
+    single = run(dataclasses.replace(config, output_dir=str(tmp_path / "single")))
+    distributed = dataclasses.replace(config, output_dir=str(tmp_path / "ddp"))
+    # fork, not spawn: the workers need not import torch again (seconds each).
+    mp.start_processes(_distributed_worker, args=(_free_port(), distributed, str(tmp_path)),
+                       nprocs=2, start_method="fork")
+    single_state = load_checkpoint(tmp_path / "single" / CHECKPOINT_NAME)["model_state"]
+    ddp_state = load_checkpoint(tmp_path / "ddp" / CHECKPOINT_NAME)["model_state"]
+    for name, value in single_state.items():
+        torch.testing.assert_close(ddp_state[name], value, rtol=1e-4, atol=1e-5)
+    histories = [torch.load(tmp_path / f"history{rank}.pt") for rank in range(2)]
+    # Every process reports the global mean loss, that of the single process.
+    assert histories[0][0]["loss"] == histories[1][0]["loss"]
+    assert histories[0][0]["loss"] == pytest.approx(single["history"][0]["loss"], rel=1e-4)
+    assert json.loads((tmp_path / "ddp" / RESULTS_NAME).read_text())["world_size"] == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", ["ce", "pc", "fitnet", "cc", "sp", "pkt", "kd"])
+def test_a_cuda_training_step_never_waits_for_the_device(teacher, method):
+    session = prepare(tiny(method=method, teacher_checkpoint=str(teacher[0]), device="cuda",
+                           output_dir="unused"))
+    order = torch.randperm(len(session.train_set), device=session.device)
+    generator = torch.Generator(device=session.device).manual_seed(0)
+    train_step(session, order[:64], generator)  # first step: lazy initialisations
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(1, 4):
+            train_step(session, order[64 * step : 64 * (step + 1)], generator)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
