@@ -2,8 +2,8 @@
 
     python -m perceptcoh train-teacher --preset smoke
     python -m perceptcoh transfer --preset smoke --method pc
-    python -m perceptcoh evaluate --checkpoint runs/digits/digits_mlp-pc-seed0/checkpoint.pt \\
-        --teacher-checkpoint runs/smoke/teacher/checkpoint.pt
+    python -m perceptcoh evaluate --checkpoint runs/digits/digits_mlp-pc-seed0/model.pt \\
+        --teacher-checkpoint runs/smoke/teacher/model.pt
 
 Every field of :class:`perceptcoh.train.TrainConfig` is an option of the two training
 commands (``model_options`` becomes ``--model-options``, ...), documented by ``--help``.
@@ -71,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
         "and kNN on frozen features, retrieval mAP, and with --teacher-checkpoint the "
         "perception gap, triplet concordance and kNN agreement with the teacher.",
     )
-    evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt of a run")
+    evaluate.add_argument("--checkpoint", required=True,
+                          help="model.pt (or checkpoint.pt) of a run")
     evaluate.add_argument("--teacher-checkpoint", default=None,
-                          help="checkpoint.pt of a teacher to compare with")
+                          help="model.pt (or checkpoint.pt) of a teacher to compare with")
     evaluate.add_argument("--data-root", default=None, help="folder holding the datasets")
     evaluate.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     evaluate.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")

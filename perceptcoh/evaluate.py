@@ -15,19 +15,15 @@ at a time, and returns Python floats. Accuracies are fractions in ``[0, 1]``.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._validation import Metric, check_metric
+from .data import ImageDataset, normalize
 from .dissimilarity import pairwise
 from .metrics import knn_agreement, triplet_concordance
 from .perception import perception_gap
-
-if TYPE_CHECKING:  # the data module is only needed for its type here
-    from .data import ImageDataset
 
 __all__ = [
     "top1_accuracy",
@@ -85,8 +81,6 @@ def _outputs(
     model: nn.Module, dataset: ImageDataset, batch_size: int, *, amp: bool, channels_last: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Features, logits (both float32) and labels of the whole set, on the model's device."""
-    from .data import normalize
-
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if len(dataset) == 0:

@@ -35,7 +35,7 @@ PRESETS: dict[str, dict[str, dict[str, object]]] = {
         },
         "transfer": {
             "dataset": "digits", "model": "digits_mlp", "model_options": {"feature_dim": 8},
-            "teacher_checkpoint": f"{_SMOKE_TEACHER}/checkpoint.pt", "epochs": 4,
+            "teacher_checkpoint": f"{_SMOKE_TEACHER}/model.pt", "epochs": 4,
             "batch_size": 64, "lr": 0.1, "warmup_epochs": 0.5, "triplet_points": 200,
         },
     },
@@ -47,7 +47,7 @@ PRESETS: dict[str, dict[str, dict[str, object]]] = {
         },
         "transfer": {
             "dataset": "cifar100", "model": "resnet8x4", "teacher": "resnet32x4",
-            "teacher_checkpoint": f"{_FULL_TEACHER}/checkpoint.pt", "epochs": 120,
+            "teacher_checkpoint": f"{_FULL_TEACHER}/model.pt", "epochs": 120,
             "batch_size": 512, "lr": 0.1, "warmup_epochs": 5, "schedule": "cosine",
             "eval_every": 10,
         },

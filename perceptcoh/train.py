@@ -21,7 +21,9 @@ Checkpoints: after every epoch ``output_dir/checkpoint.pt`` is replaced atomical
 the model, the transfer loss's learnable parts, optimiser, scheduler, torch RNG states and
 the config. The permutation and augmentation generators are re-seeded every epoch from
 ``(seed, epoch, rank)``, so a run resumed from epoch ``e`` draws exactly the batches of an
-uninterrupted one, on every process, and on a CPU reproduces its weights bit for bit.
+uninterrupted one, on every process, and on a CPU reproduces its weights bit for bit. A
+finished run also writes ``model.pt``, the same without what resuming needs (half the
+size): the file to give a transfer run as ``teacher_checkpoint``.
 
 Several GPUs: launched by ``torchrun``, each process takes ``batch_size / world_size``
 samples of every global batch, the model (and the loss's learnable parts) are wrapped in
@@ -47,7 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import DATASETS, ImageDataset, augment, load_dataset, normalize
 from .evaluate import evaluate_models, top1_accuracy
+from .models import MODELS, build_model
 from .provenance import provenance
 from .registry import LOGIT_LOSSES, LOSSES, build_loss
 
@@ -55,7 +59,9 @@ __all__ = [
     "TrainConfig",
     "DEFAULT_BETA",
     "METHODS",
-    "DATASETS",
+    "CHECKPOINT_NAME",
+    "MODEL_NAME",
+    "RESULTS_NAME",
     "CheckpointError",
     "NonFiniteLossError",
     "run",
@@ -68,11 +74,11 @@ __all__ = [
     "evaluate_checkpoint",
 ]
 
-DATASETS = ("cifar10", "cifar100", "digits")
 METHODS = ("ce", *LOSSES)
 PROTOCOLS = ("supervised", "pure")
 SCHEDULES = ("cosine", "step")
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = "checkpoint.pt"  # after every epoch: what resuming needs
+MODEL_NAME = "model.pt"  # after the last epoch: the finished model alone (a teacher)
 RESULTS_NAME = "results.json"
 CHECKPOINT_FORMAT = "perceptcoh-checkpoint/1"
 
@@ -129,7 +135,8 @@ class TrainConfig:
         "teacher_checkpoint, which it must match when given"
     )
     teacher_checkpoint: str | None = _option(
-        None, "checkpoint.pt of a finished teacher run (required by transfer runs)"
+        None, "model.pt (or checkpoint.pt) of a finished teacher run (required by transfer "
+        "runs)"
     )
     method: str = _option(
         "ce", "'ce' (cross-entropy only: teachers and the plain student baseline) or a "
@@ -169,7 +176,8 @@ class TrainConfig:
     )
     lr_decay: float = _option(0.1, "step schedule: factor applied at each milestone")
     warmup_epochs: float = _option(
-        0.0, "linear warm-up of the learning rate from 0, in epochs (fractions allowed)"
+        0.0, "linear warm-up of the learning rate from 0, in epochs (fractions allowed; at "
+        "most the whole run)"
     )
     label_smoothing: float = _option(0.0, "label smoothing of the cross-entropy")
     # Data.
@@ -242,7 +250,6 @@ def validate(config: TrainConfig, *, teacher_given: bool = False) -> TrainConfig
     """Check every field, raising ``ValueError`` with the field's name; returns a copy with
     ``milestones`` as a tuple and ``output_dir`` filled in. ``teacher_given``: a teacher
     module is supplied, so no ``teacher_checkpoint`` is needed."""
-    from .models import MODELS
 
     def choose(name: str, value: object, choices) -> None:
         if value not in choices:
@@ -286,7 +293,7 @@ def validate(config: TrainConfig, *, teacher_given: bool = False) -> TrainConfig
     real("momentum", config.momentum, 0, 1)
     real("weight_decay", config.weight_decay, 0)
     real("lr_decay", config.lr_decay, 0, 1)
-    real("warmup_epochs", config.warmup_epochs, 0, config.epochs)
+    real("warmup_epochs", config.warmup_epochs, 0)
     real("label_smoothing", config.label_smoothing, 0, 1)
     real("beta", config.beta, 0, optional=True)
     milestones = tuple(config.milestones)
@@ -354,8 +361,8 @@ class Session:
     device: torch.device
     rank: int
     world_size: int
-    train_set: Any
-    test_set: Any
+    train_set: ImageDataset  # on the device
+    test_set: ImageDataset
     student: nn.Module
     teacher: nn.Module | None
     transfer_loss: nn.Module | None
@@ -387,9 +394,6 @@ def prepare(config: TrainConfig, *, teacher: nn.Module | None = None) -> Session
     ``teacher`` replaces the teacher read from ``config.teacher_checkpoint`` (benchmarks and
     tests use a freshly initialised one); real transfer runs leave it ``None``.
     """
-    from .data import load_dataset
-    from .models import build_model
-
     config = validate(config, teacher_given=teacher is not None)
     rank, world_size, local_rank, owner = _init_distributed(config)
     device = _resolve_device(config.device, local_rank if world_size > 1 else None)
@@ -534,8 +538,6 @@ def train_step(session: Session, indices: torch.Tensor, generator: torch.Generat
     Returns the detached loss, the student's logits and the labels, all on the device:
     nothing here waits for the device to finish.
     """
-    from .data import augment, normalize
-
     train_set = session.train_set
     images = train_set.images[indices]
     labels = train_set.labels[indices]
@@ -672,6 +674,7 @@ def _run(session: Session, started: float) -> dict:
         "teacher": session.teacher_info,
         "beta": session.beta if config.method != "ce" else None,
         "checkpoint": str(checkpoint_path),
+        "model": str(output / MODEL_NAME),
         "epochs_completed": history[-1]["epoch"] if history else 0,
         "world_size": session.world_size,
         "steps_per_epoch": session.steps_per_epoch,
@@ -686,6 +689,8 @@ def _run(session: Session, started: float) -> dict:
         "provenance": provenance(),
     }
     if is_writer:
+        _save_checkpoint(session, output / MODEL_NAME, results["epochs_completed"], history,
+                         totals, model_only=True)
         _atomic_write_text(output / RESULTS_NAME, json.dumps(results, indent=2) + "\n")
     return results
 
@@ -747,7 +752,6 @@ def evaluate_checkpoint(
     """Evaluate a run's checkpoint on its dataset (:func:`perceptcoh.evaluate.evaluate_models`)
     and write the results, with provenance, to ``output`` (default: ``evaluation.json``
     next to the checkpoint). Returns what was written, ``output`` included."""
-    from .data import load_dataset
 
     path = Path(checkpoint)
     resolved = _resolve_device(device, None)
@@ -792,8 +796,6 @@ def evaluate_checkpoint(
 
 
 def _model_from_state(state: dict, path: Path) -> nn.Module:
-    from .models import build_model
-
     description = state["model"]
     try:
         model = build_model(description["name"], description["num_classes"],
@@ -804,10 +806,12 @@ def _model_from_state(state: dict, path: Path) -> nn.Module:
     return model
 
 
-def _save_checkpoint(session: Session, path: Path, epoch: int, history: list, totals: dict
-                     ) -> None:
+def _save_checkpoint(session: Session, path: Path, epoch: int, history: list, totals: dict,
+                     *, model_only: bool = False) -> None:
+    """Write the run's state to ``path`` atomically. ``model_only``: what a finished model
+    needs (weights, architecture, dataset, config, history), without the optimiser, the
+    scheduler and the RNG states that resuming needs: half the size."""
     config = session.config
-    cuda_rng = [torch.cuda.get_rng_state(session.device)] if session.device.type == "cuda" else []
     state = {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
@@ -820,13 +824,18 @@ def _save_checkpoint(session: Session, path: Path, epoch: int, history: list, to
                     "num_classes": session.train_set.num_classes},
         "model_state": session.student.state_dict(),
         "loss_state": session.transfer_loss.state_dict() if session.transfer_loss else {},
-        "optimizer": session.optimizer.state_dict(),
-        "scheduler": session.scheduler.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng},
         "history": history,
         "totals": dict(totals),
         "teacher": session.teacher_info,
     }
+    if not model_only:
+        cuda = session.device.type == "cuda"
+        state.update(
+            optimizer=session.optimizer.state_dict(),
+            scheduler=session.scheduler.state_dict(),
+            rng={"torch": torch.get_rng_state(),
+                 "cuda": [torch.cuda.get_rng_state(session.device)] if cuda else []},
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     with open(temporary, "wb") as handle:
@@ -890,7 +899,7 @@ def _sha256(path: Path) -> str:
 def _lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """Multiplier of the learning rate at optimiser step ``step`` (LambdaLR, per step)."""
     total = config.epochs * steps_per_epoch
-    warmup = round(config.warmup_epochs * steps_per_epoch)
+    warmup = min(total, round(config.warmup_epochs * steps_per_epoch))
     milestones = [round(fraction * total) for fraction in config.milestones]
 
     def factor(step: int) -> float:
@@ -910,7 +919,8 @@ def _generator(device: torch.device, seed: int, epoch: int, stream: int) -> torc
     return torch.Generator(device=device).manual_seed(int(mixed))
 
 
-def _normalisation(dataset: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _normalisation(dataset: ImageDataset, device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     mean = torch.tensor(dataset.mean, dtype=torch.float32).to(device)
     std = torch.tensor(dataset.std, dtype=torch.float32).to(device)
     return mean, std

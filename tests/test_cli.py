@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from perceptcoh import cli
-from perceptcoh.train import CHECKPOINT_NAME, RESULTS_NAME, TrainConfig
+from perceptcoh.train import CHECKPOINT_NAME, MODEL_NAME, RESULTS_NAME, TrainConfig
 
 SMALL = ["--epochs", "1", "--train-subset", "128", "--test-subset", "40",
          "--triplet-points", "10", "--no-progress"]
@@ -60,7 +60,7 @@ def test_smoke_run_in_a_subprocess_then_transfer_and_evaluate(tmp_path, capsys):
     assert {"git_commit", "device", "torch", "command"} <= set(results["provenance"])
     assert json.loads(completed.stdout)["top1"] == results["metrics"]["top1"]
 
-    teacher = str(tmp_path / "teacher" / CHECKPOINT_NAME)
+    teacher = str(tmp_path / "teacher" / MODEL_NAME)
     student_dir = tmp_path / "student"
     code = cli.main(["transfer", "--preset", "smoke", "--method", "pc", *SMALL,
                      "--teacher-checkpoint", teacher, "--output-dir", str(student_dir),

@@ -16,6 +16,7 @@ from perceptcoh import LOSSES
 from perceptcoh.data import load_dataset, normalize
 from perceptcoh.train import (
     CHECKPOINT_NAME,
+    MODEL_NAME,
     RESULTS_NAME,
     CheckpointError,
     NonFiniteLossError,
@@ -70,6 +71,11 @@ def test_teacher_training_writes_checkpoint_and_results(teacher):
     assert written["teacher"] is None
     state = load_checkpoint(checkpoint)
     assert state["epoch"] == 2 and state["model"]["name"] == "digits_cnn"
+    # The finished model alone: the same weights, without what resuming needs.
+    model = load_checkpoint(checkpoint.parent / MODEL_NAME)
+    assert "optimizer" not in model and model["epoch"] == 2
+    assert all(torch.equal(model["model_state"][k], v) for k, v in state["model_state"].items())
+    assert written["model"] == str(checkpoint.parent / MODEL_NAME)
 
 
 @pytest.mark.parametrize("protocol", ["supervised", "pure"])
@@ -209,6 +215,9 @@ def test_learning_rate_schedule_and_linear_scaling():
     assert factor(99) < 0.01
     step = _lr_factor(validate(tiny(epochs=10, schedule="step", milestones=(0.5, 0.8))), 10)
     assert [step(s) for s in (0, 49, 50, 79, 80)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    # A warm-up longer than the run (a preset's, with a few --epochs) spans the run.
+    capped = _lr_factor(validate(tiny(epochs=1, warmup_epochs=5)), 10)
+    assert [capped(s) for s in (0, 9)] == pytest.approx([0.1, 1])
     session = prepare(tiny(batch_size=32, lr=0.1, output_dir="unused"))
     assert session.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 32 / 128)
 
