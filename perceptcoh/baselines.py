@@ -280,11 +280,13 @@ class RelationalKD(nn.Module):
     def distance_term(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """``L_D`` of two checked, full-precision feature tensors (teacher without gradient)."""
         n = student.shape[0]
-        off_diagonal = ~torch.eye(n, dtype=torch.bool, device=student.device)
+        off_diagonal = 1 - torch.eye(n, dtype=student.dtype, device=student.device)
         student_distances = _normalised_distances(student, off_diagonal)
         with torch.no_grad():
             teacher_distances = _normalised_distances(teacher, off_diagonal)
-        return F.smooth_l1_loss(student_distances, teacher_distances, beta=1.0)
+        # Both diagonals are exactly 0 and add nothing: the sum is over the pairs i != j.
+        huber = F.smooth_l1_loss(student_distances, teacher_distances, beta=1.0, reduction="sum")
+        return huber / (n * (n - 1))
 
     def angle_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """``L_A`` of two checked, full-precision feature tensors, chunk by chunk of vertices."""
@@ -452,9 +454,16 @@ def _linear(layer: nn.Linear, features: torch.Tensor) -> torch.Tensor:
 
 
 def _normalised_distances(features: torch.Tensor, off_diagonal: torch.Tensor) -> torch.Tensor:
-    """``||x_i - x_j|| / mean_{i != j} ||x_i - x_j||`` for the pairs ``i != j``, flattened."""
-    distances = pairwise(features, features, "euclidean")[off_diagonal]
-    return distances / distances.mean().clamp_min(torch.finfo(distances.dtype).tiny)
+    """``||x_i - x_j|| / mean_{i != j} ||x_i - x_j||`` as a matrix with a zero diagonal.
+
+    ``off_diagonal`` is a float mask (1 off the diagonal); multiplying by it rather than
+    indexing with a boolean mask keeps shapes static, so a GPU step does not wait for the
+    host to learn how many elements were selected.
+    """
+    n = features.shape[0]
+    distances = pairwise(features, features, "euclidean") * off_diagonal
+    mean = distances.sum() / (n * (n - 1))
+    return distances / mean.clamp_min(torch.finfo(distances.dtype).tiny)
 
 
 def _unit_differences(features: torch.Tensor, start: int, stop: int) -> torch.Tensor:

@@ -278,7 +278,7 @@ def test_two_processes_reproduce_one_process_with_the_same_global_batch(teacher,
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("method", ["ce", "pc", "fitnet", "cc", "sp", "pkt", "kd"])
+@pytest.mark.parametrize("method", ["ce", "pc", "fitnet", "cc", "sp", "rkd", "pkt", "kd"])
 def test_a_cuda_training_step_never_waits_for_the_device(teacher, method):
     session = prepare(tiny(method=method, teacher_checkpoint=str(teacher[0]), device="cuda",
                            output_dir="unused"))
