@@ -328,7 +328,6 @@ def normalize(
     _check_uint8_images(images, "images")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    channels = images.shape[1]
     compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     mean_tensor = _channel_tensor(mean, "mean", images, compute_dtype)
     std_tensor = _channel_tensor(std, "std", images, compute_dtype, positive=True)

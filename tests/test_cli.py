@@ -9,21 +9,12 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from perceptcoh import cli
 from perceptcoh.train import CHECKPOINT_NAME, MODEL_NAME, RESULTS_NAME, TrainConfig
 
 SMALL = ["--epochs", "1", "--train-subset", "128", "--test-subset", "40",
          "--triplet-points", "10", "--no-progress"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def help_text(capsys, *arguments: str) -> str:

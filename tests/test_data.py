@@ -57,15 +57,6 @@ def cache_dir(tmp_path_factory):
         yield path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The decoding threads are the loader's own; torch's pool would only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def shared(folder: str) -> Path:
     path = SHARED_DATA / folder
     if not path.is_dir():

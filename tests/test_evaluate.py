@@ -14,15 +14,6 @@ from perceptcoh.dissimilarity import pairwise
 from perceptcoh.models import build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors gain nothing from threads, and on a shared machine they oversubscribe it.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_dataset(n: int = 37, seed: int = 0) -> ImageDataset:
     generator = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 1, 8, 8), generator=generator, dtype=torch.uint8)

@@ -32,15 +32,6 @@ CIFAR_MODELS = tuple(PARAMETERS)
 DIGITS_MODELS = ("digits_cnn", "digits_mlp")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Batches of 2 to 4 small images: one thread is faster than a contended pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def count(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 

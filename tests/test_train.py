@@ -33,15 +33,6 @@ from perceptcoh.train import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models gain nothing from threads, and on a shared machine they oversubscribe it.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**fields) -> TrainConfig:
     """Digits, 256 training images, batches of 64: 4 steps an epoch."""
     base = dict(dataset="digits", model="digits_mlp", epochs=2, batch_size=64, lr=0.1,
