@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validation import Metric, check_metric
+from ._validation import Metric, check_chunk_size, check_metric
 from .data import ImageDataset, normalize
 from .dissimilarity import pairwise
 from .metrics import knn_agreement, triplet_concordance
 from .perception import perception_gap
+from .ranking import row_chunks
 
 __all__ = [
     "top1_accuracy",
@@ -251,7 +252,7 @@ def knn_accuracy(
     # (k + 1) that one more vote is worth, so it only decides between equal vote counts.
     bonus = torch.arange(k, 0, -1, device=device)
     with torch.no_grad():
-        for start, stop in _chunks(test_features.shape[0], n, chunk_size, device):
+        for start, stop in row_chunks(test_features.shape[0], n, check_chunk_size(chunk_size), device, _CHUNK_ELEMENTS):
             distances = pairwise(test_features[start:stop], train_features, metric)
             neighbours = distances.topk(k, dim=1, largest=False, sorted=True).indices
             votes = train_labels[neighbours]
@@ -292,7 +293,7 @@ def retrieval_map(
     queries = torch.zeros((), dtype=torch.int64, device=device)
     positions = torch.arange(1, n, device=device, dtype=torch.float64)
     with torch.no_grad():
-        for start, stop in _chunks(n, n, chunk_size, device):
+        for start, stop in row_chunks(n, n, check_chunk_size(chunk_size), device, _CHUNK_ELEMENTS):
             rows = torch.arange(start, stop, device=device)
             distances = pairwise(features[start:stop], features, metric).clone()
             # The query itself sorts last, out of its own ranking.
@@ -440,13 +441,3 @@ def _check_labelled(features: torch.Tensor, labels: torch.Tensor, name: str) -> 
         raise TypeError(f"{prefix}labels must be integers, got {labels.dtype}")
     if labels.device != features.device:
         raise ValueError(f"{prefix}labels must be on the features' device {features.device}")
-
-
-def _chunks(n_rows: int, row_elements: int, chunk_size: int | None, device: torch.device):
-    if chunk_size is None:
-        budget = _CHUNK_ELEMENTS.get(device.type, _CHUNK_ELEMENTS["cpu"])
-        chunk_size = max(1, budget // max(1, row_elements))
-    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be None or a positive integer, got {chunk_size!r}")
-    for start in range(0, n_rows, chunk_size):
-        yield start, min(start + chunk_size, n_rows)

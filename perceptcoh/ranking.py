@@ -21,15 +21,21 @@ _CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 26}
 
 
 def row_chunks(
-    n_rows: int, elements_per_row: int, chunk_size: int | None, device: torch.device
+    n_rows: int,
+    elements_per_row: int,
+    chunk_size: int | None,
+    device: torch.device,
+    budget: dict[str, int] | None = None,
 ) -> Iterator[tuple[int, int]]:
     """Yield ``(start, stop)`` row ranges of at most ``chunk_size`` rows.
 
     With ``chunk_size=None`` the chunk holds as many rows as fit a per-device element
-    budget, given that each row allocates ``elements_per_row`` elements.
+    budget (``budget``, keyed by device type; by default the one sized for the loss's
+    comparisons), given that each row allocates ``elements_per_row`` elements.
     """
     if chunk_size is None:
-        budget = _CHUNK_ELEMENTS.get(device.type, _CHUNK_ELEMENTS["cpu"])
+        budgets = _CHUNK_ELEMENTS if budget is None else budget
+        budget = budgets.get(device.type, budgets["cpu"])
         chunk_size = max(1, budget // max(1, elements_per_row))
     for start in range(0, n_rows, chunk_size):
         yield start, min(start + chunk_size, n_rows)
