@@ -14,6 +14,7 @@ name            params     feature_dim  input
 ==============  =========  ===========  ==========================================
 resnet8x4       1.23M      256          (B, 3, 32, 32)
 resnet32x4      7.43M      256          (B, 3, 32, 32)
+resnet8         0.08M      64           (B, 3, 32, 32)
 resnet20        0.28M      64           (B, 3, 32, 32)
 resnet56        0.86M      64           (B, 3, 32, 32)
 resnet110       1.74M      64           (B, 3, 32, 32)
@@ -39,7 +40,7 @@ from torch import nn
 from .base import FeatureClassifier
 from .digits import digits_cnn, digits_mlp
 from .mobilenetv2 import mobilenetv2
-from .resnet import resnet8x4, resnet20, resnet32x4, resnet56, resnet110
+from .resnet import resnet8, resnet8x4, resnet20, resnet32x4, resnet56, resnet110
 from .shufflenetv2 import shufflenetv2
 from .vgg import vgg8, vgg13
 from .wrn import wrn_16_2, wrn_40_2
@@ -49,6 +50,7 @@ __all__ = ["MODELS", "build_model", "FeatureClassifier"]
 MODELS: dict[str, Callable[..., FeatureClassifier]] = {
     "resnet8x4": resnet8x4,
     "resnet32x4": resnet32x4,
+    "resnet8": resnet8,
     "resnet20": resnet20,
     "resnet56": resnet56,
     "resnet110": resnet110,

@@ -1,7 +1,7 @@
 """CIFAR ResNets (He et al. 2016, section 4.2) in the sizes of the KD benchmarks.
 
 Three stages of basic blocks on 32x32, 16x16 and 8x8 maps after a 3x3 stem, ``(depth - 2)
-/ 6`` blocks per stage, global average pooling. ``resnet20/56/110`` have widths
+/ 6`` blocks per stage, global average pooling. ``resnet8/20/56/110`` have widths
 16-16-32-64; the "x4" variants of Tian et al. (2020) widths 32-64-128-256 (the first
 stage changes width, so its first block has a projection shortcut).
 """
@@ -14,7 +14,7 @@ from torch import nn
 
 from .base import FeatureClassifier, initialize
 
-__all__ = ["CifarResNet", "resnet20", "resnet56", "resnet110", "resnet8x4", "resnet32x4"]
+__all__ = ["CifarResNet", "resnet8", "resnet20", "resnet56", "resnet110", "resnet8x4", "resnet32x4"]
 
 
 class BasicBlock(nn.Module):
@@ -75,6 +75,11 @@ class CifarResNet(FeatureClassifier):
 
 _NARROW = (16, 16, 32, 64)
 _WIDE = (32, 64, 128, 256)
+
+
+def resnet8(num_classes: int) -> CifarResNet:
+    """ResNet-8, 0.08M parameters with 100 classes: the smallest student of the zoo."""
+    return CifarResNet(8, _NARROW, num_classes)
 
 
 def resnet20(num_classes: int) -> CifarResNet:
