@@ -28,7 +28,8 @@ from . import presets
 __all__ = ["main", "build_parser"]
 
 EXIT_INCOMPLETE = 75  # EX_TEMPFAIL: stopped by --time-limit, continue with --resume
-_TRANSFER_ONLY = ("method", "teacher", "teacher_checkpoint", "protocol", "beta", "loss_options")
+_TRANSFER_ONLY = ("method", "teacher", "teacher_checkpoint", "protocol", "beta",
+                  "gradient_ratio", "loss_options", "teacher_probes")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -375,6 +375,7 @@ def evaluate_models(
     train_set: ImageDataset | None = None,
     teacher: nn.Module | None = None,
     classifier: bool = True,
+    teacher_probes: bool = True,
     k: int = 20,
     metric: Metric = "euclidean",
     max_points: int | None = 1000,
@@ -391,8 +392,9 @@ def evaluate_models(
     * ``linear_probe_top1``, ``knn_top1`` (with ``train_set``): probes fitted on the
       student's frozen features of ``train_set`` (clean images), scored on ``test_set``.
     * ``retrieval_map``: same-label retrieval among the student's test features.
-    * with ``teacher``: ``teacher_top1``, the teacher's probes and retrieval as
-      ``teacher_*`` and :func:`transfer_metrics` between the two on the test set.
+    * with ``teacher``: :func:`transfer_metrics` between the two on the test set, and
+      (with ``teacher_probes``) ``teacher_top1``, the teacher's probes and retrieval as
+      ``teacher_*``.
     """
     common = dict(batch_size=batch_size, amp=amp, channels_last=channels_last)
     results: dict[str, float] = {}
@@ -401,6 +403,8 @@ def evaluate_models(
     for prefix, model in sides:
         features, logits, labels = _outputs(model, test_set, **common)
         test_features[prefix] = features
+        if prefix and not teacher_probes:
+            continue
         if classifier or prefix:
             results[f"{prefix}top1"] = float((logits.argmax(dim=1) == labels).float().mean())
         if train_set is not None:

@@ -33,6 +33,7 @@ DDP, and the PC loss ranks each process's anchors against the global batch (its
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -68,6 +69,8 @@ __all__ = [
     "train_teacher",
     "transfer",
     "prepare",
+    "balanced_beta",
+    "config_differences",
     "train_epoch",
     "load_checkpoint",
     "model_from_checkpoint",
@@ -104,7 +107,8 @@ _AUGMENTATION = {"cifar10": (4, True), "cifar100": (4, True), "digits": (1, Fals
 # The others only say how or where it is executed.
 _EXECUTION_FIELDS = frozenset(
     {"data_root", "device", "amp", "channels_last", "compile", "eval_every",
-     "eval_batch_size", "triplet_points", "output_dir", "resume", "time_limit", "progress"}
+     "eval_batch_size", "teacher_probes", "triplet_points", "output_dir", "resume",
+     "time_limit", "progress"}
 )
 
 
@@ -149,6 +153,12 @@ class TrainConfig:
     beta: float | None = _option(
         None, "weight of the transfer loss next to CE (supervised protocol); default: "
         "DEFAULT_BETA[method]"
+    )
+    gradient_ratio: float | None = _option(
+        None, "measure beta instead of setting it: beta * |grad L| = gradient_ratio * "
+        "|grad CE| for the initial student on the first training batch (one rule for every "
+        "method); the pure protocol then trains on beta * L, so that its steps start "
+        "gradient_ratio times as large as CE's would"
     )
     loss_options: dict = _option(
         {}, "keyword arguments of the transfer loss, e.g. {\"tau\": 0.1} for pc, "
@@ -204,6 +214,10 @@ class TrainConfig:
         1, "test top-1 every this many epochs and after the last; 0: after the last only"
     )
     eval_batch_size: int = _option(1024, "batch size of evaluation passes")
+    teacher_probes: bool = _option(
+        True, "also score the teacher's own top-1, probes and retrieval after a transfer run "
+        "(off: the teacher's test features are still compared with the student's)"
+    )
     triplet_points: int = _option(
         1000, "test points on which the final triplet concordance with the teacher is "
         "computed (a seeded subsample: the cost grows as the cube)"
@@ -296,6 +310,9 @@ def validate(config: TrainConfig, *, teacher_given: bool = False) -> TrainConfig
     real("warmup_epochs", config.warmup_epochs, 0)
     real("label_smoothing", config.label_smoothing, 0, 1)
     real("beta", config.beta, 0, optional=True)
+    real("gradient_ratio", config.gradient_ratio, 0, optional=True)
+    if config.gradient_ratio is not None and config.beta is not None:
+        raise ValueError("set beta or gradient_ratio, not both: gradient_ratio measures beta")
     milestones = tuple(config.milestones)
     for milestone in milestones:
         real("milestones", milestone, 0, 1)
@@ -337,6 +354,7 @@ class Objective(nn.Module):
         self.on_logits = method in LOGIT_LOSSES
         self.supervised = protocol == "supervised"
         self.beta = beta
+        self.pure_weight = 1.0  # the pure protocol's weight of L: beta with gradient_ratio
         self.label_smoothing = label_smoothing
 
     def forward(self, inputs, labels, teacher_features=None, teacher_logits=None):
@@ -349,7 +367,10 @@ class Objective(nn.Module):
                 term = self.transfer_loss(logits, teacher_logits)
             else:
                 term = self.transfer_loss(features, teacher_features)
-            loss = term if loss is None else loss + self.beta * term
+            if loss is not None:
+                loss = loss + self.beta * term
+            else:
+                loss = self.pure_weight * term
         return loss, logits
 
 
@@ -444,12 +465,28 @@ def prepare(config: TrainConfig, *, teacher: nn.Module | None = None) -> Session
             **options,
         ).to(device)
     beta = config.beta if config.beta is not None else DEFAULT_BETA.get(config.method, 0.0)
+    normalisation = _normalisation(train_set, device)
+    if config.gradient_ratio is not None and transfer_loss is not None:
+        first = _seeded_prefix(len(train_set), config.batch_size, config.seed + 2)
+        first = first[rank * local_batch : (rank + 1) * local_batch].to(device)
+        inputs = normalize(train_set.images[first], *normalisation,
+                           channels_last=config.channels_last)
+        beta = config.gradient_ratio * balanced_beta(
+            student, teacher, transfer_loss, inputs, train_set.labels[first],
+            on_logits=config.method in LOGIT_LOSSES,
+        )
+        if world_size > 1:  # the processes' shares of the batch differ: one mean for all
+            shared = torch.tensor([beta / world_size], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(shared)
+            beta = float(shared)
     if config.compile:
         student.compile()
         if teacher is not None:
             teacher.compile()
     objective: nn.Module = Objective(student, transfer_loss, config.method, config.protocol,
                                      beta, config.label_smoothing)
+    if config.gradient_ratio is not None:
+        objective.pure_weight = beta
     if world_size > 1:
         # A pure feature loss leaves the student's classifier without gradient.
         unused = config.protocol == "pure" and config.method not in LOGIT_LOSSES
@@ -479,9 +516,47 @@ def prepare(config: TrainConfig, *, teacher: nn.Module | None = None) -> Session
         train_set=train_set, test_set=test_set, student=student, teacher=teacher,
         transfer_loss=transfer_loss, objective=objective, optimizer=optimizer,
         scheduler=scheduler, steps_per_epoch=steps_per_epoch, local_batch=local_batch,
-        augmentation=augmentation, normalisation=_normalisation(train_set, device),
+        augmentation=augmentation, normalisation=normalisation,
         beta=beta, teacher_info=teacher_info, distributed_owner=owner,
     )
+
+
+def balanced_beta(student: nn.Module, teacher: nn.Module, transfer_loss: nn.Module,
+                  inputs: torch.Tensor, labels: torch.Tensor, *, on_logits: bool) -> float:
+    """The weight ``beta = |grad_theta CE| / |grad_theta L|`` that gives the transfer loss
+    ``L`` a gradient as large as the cross-entropy's, for the student's parameters ``theta``
+    as they are, on one batch (``inputs``, normalised, and ``labels``), in float32.
+
+    The student's BatchNorm statistics are restored afterwards: measuring trains nothing.
+
+    Raises:
+        ValueError: ``L`` or CE has a zero or non-finite gradient, so no weight balances them.
+    """
+    saved = copy.deepcopy(student.state_dict())
+    was_training = student.training
+    student.train()
+    with torch.no_grad():
+        teacher_features, teacher_logits = teacher(inputs)
+    features, logits = student(inputs)
+    cross_entropy = F.cross_entropy(logits.float(), labels)
+    if on_logits:
+        term = transfer_loss(logits, teacher_logits)
+    else:
+        term = transfer_loss(features, teacher_features)
+    parameters = [parameter for parameter in student.parameters() if parameter.requires_grad]
+    norms = []
+    for loss in (cross_entropy, term):
+        gradients = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+        norms.append(torch.cat([g.flatten().float() for g in gradients if g is not None]).norm())
+    student.load_state_dict(saved)
+    student.train(was_training)
+    ce_norm, loss_norm = (float(norm) for norm in norms)
+    if not (math.isfinite(ce_norm) and math.isfinite(loss_norm) and ce_norm > 0 and loss_norm > 0):
+        raise ValueError(
+            f"cannot balance the gradients: |grad CE| = {ce_norm}, |grad L| = {loss_norm} on the "
+            f"first batch; set beta instead of gradient_ratio"
+        )
+    return ce_norm / loss_norm
 
 
 def train_epoch(session: Session, epoch: int, *, max_steps: int | None = None) -> dict:
@@ -611,6 +686,8 @@ def _run(session: Session, started: float) -> dict:
             torch.set_rng_state(state["rng"]["torch"])
             if session.device.type == "cuda" and state["rng"]["cuda"]:
                 torch.cuda.set_rng_state(state["rng"]["cuda"][0], session.device)
+            if config.gradient_ratio is not None:  # measured once, at the start of the run
+                _set_beta(session, float(state["beta"]))
             start_epoch, history = int(state["epoch"]), list(state["history"])
             totals.update(state["totals"])
         except (RuntimeError, KeyError, ValueError, TypeError) as error:
@@ -656,7 +733,8 @@ def _run(session: Session, started: float) -> dict:
 
     metrics = evaluate_models(
         student, session.test_set, train_set=session.train_set, teacher=session.teacher,
-        classifier=session.classifier, batch_size=config.eval_batch_size,
+        classifier=session.classifier, teacher_probes=config.teacher_probes,
+        batch_size=config.eval_batch_size,
         amp=config.amp, channels_last=config.channels_last, seed=config.seed,
         max_points=config.triplet_points,
     )
@@ -827,6 +905,7 @@ def _save_checkpoint(session: Session, path: Path, epoch: int, history: list, to
         "history": history,
         "totals": dict(totals),
         "teacher": session.teacher_info,
+        "beta": session.beta,
     }
     if not model_only:
         cuda = session.device.type == "cuda"
@@ -845,15 +924,23 @@ def _save_checkpoint(session: Session, path: Path, epoch: int, history: list, to
     os.replace(temporary, path)  # atomic: a reader sees the old or the new file, never half
 
 
-def _check_same_run(state: dict, config: TrainConfig, path: Path) -> None:
-    saved, current = state["config"], _jsonable(asdict(config))
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"checkpoint {path} holds no config")
-    different = [
-        f"{name}: checkpoint {saved.get(name, '<missing>')!r}, now {value!r}"
+def config_differences(saved: dict, config: TrainConfig) -> list[str]:
+    """The fields, other than those that only say how or where a run is executed, on which
+    ``saved`` (a config as written to a checkpoint or results.json) and ``config`` differ,
+    as ``"name: saved X, now Y"``; empty when ``config`` would repeat the saved run."""
+    current = _jsonable(asdict(config))
+    return [
+        f"{name}: saved {saved.get(name, '<missing>')!r}, now {value!r}"
         for name, value in current.items()
         if name not in _EXECUTION_FIELDS and saved.get(name, "<missing>") != value
     ]
+
+
+def _check_same_run(state: dict, config: TrainConfig, path: Path) -> None:
+    saved = state["config"]
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"checkpoint {path} holds no config")
+    different = config_differences(saved, config)
     if different:
         raise CheckpointError(
             f"checkpoint {path} was written by a different run; resuming needs the same "
@@ -883,6 +970,13 @@ def _load_teacher(config: TrainConfig, num_classes: int) -> tuple[nn.Module, dic
             "options": state["model"].get("options", {}), "epochs": state["epoch"],
             "recorded_test_top1": (state.get("history") or [{}])[-1].get("test_top1")}
     return teacher, info
+
+
+def _set_beta(session: Session, beta: float) -> None:
+    objective = session.objective
+    if isinstance(objective, nn.parallel.DistributedDataParallel):
+        objective = objective.module
+    objective.beta = objective.pure_weight = session.beta = beta
 
 
 def _sha256(path: Path) -> str:

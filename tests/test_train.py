@@ -11,6 +11,7 @@ import socket
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from perceptcoh import LOSSES
 from perceptcoh.data import load_dataset, normalize
@@ -22,6 +23,7 @@ from perceptcoh.train import (
     NonFiniteLossError,
     TrainConfig,
     _lr_factor,
+    balanced_beta,
     load_checkpoint,
     prepare,
     run,
@@ -110,6 +112,72 @@ def test_transfer_run_end_to_end(teacher, tmp_path):
     assert {"git_commit", "device", "torch"} <= set(written["provenance"])
 
 
+def gradient_norm(loss, parameters):
+    gradients = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+    return torch.cat([g.flatten() for g in gradients if g is not None]).norm().item()
+
+
+@pytest.mark.parametrize("method", ["pc", "fitnet", "kd"])
+def test_balanced_beta_equalises_the_gradient_norms_and_trains_nothing(teacher, method):
+    session = prepare(tiny(method=method, teacher_checkpoint=str(teacher[0]), output_dir="x"))
+    images, labels = session.train_set.images[:64], session.train_set.labels[:64]
+    inputs = normalize(images, *session.normalisation)
+    before = {k: v.clone() for k, v in session.student.state_dict().items()}
+    beta = balanced_beta(session.student, session.teacher, session.transfer_loss, inputs,
+                         labels, on_logits=method == "kd")
+    after = session.student.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm buffers too
+    # The reference: the two gradient norms, by hand, on a copy in train mode.
+    student = session.student.train()
+    teacher_features, teacher_logits = session.teacher(inputs)
+    features, logits = student(inputs)
+    term = session.transfer_loss(*((logits, teacher_logits) if method == "kd"
+                                   else (features, teacher_features)))
+    parameters = list(student.parameters())
+    ce_norm = gradient_norm(F.cross_entropy(logits, labels), parameters)
+    assert beta * gradient_norm(term, parameters) == pytest.approx(ce_norm, rel=1e-4)
+    student.load_state_dict(before)
+
+
+@pytest.mark.parametrize("protocol", ["supervised", "pure"])
+def test_balanced_runs_weight_the_loss_by_the_measured_beta_and_resume_with_it(
+        teacher, tmp_path, protocol):
+    fields = dict(method="pc", protocol=protocol, gradient_ratio=1.0,
+                  teacher_checkpoint=str(teacher[0]), teacher_probes=False)
+    session = prepare(tiny(**fields, output_dir="x"))
+    first = session.train_set.images[:3]  # any batch: the objective's weighting
+    inputs = normalize(first, *session.normalisation)
+    labels = session.train_set.labels[:3]
+    with torch.no_grad():
+        teacher_features, _ = session.teacher(inputs)
+        loss, logits = session.objective(inputs, labels, teacher_features)
+        features, _ = session.student(inputs)
+        term = session.transfer_loss(features, teacher_features)
+    expected = session.beta * term
+    if protocol == "supervised":
+        expected = expected + F.cross_entropy(logits, labels)
+    assert session.beta != 1.0 and float(loss) == pytest.approx(float(expected), rel=1e-5)
+    uninterrupted = run(tiny(**fields, output_dir=str(tmp_path / "a")))
+    assert uninterrupted["beta"] == pytest.approx(session.beta)
+    assert "teacher_top1" not in uninterrupted["metrics"]
+    assert "perception_gap_r1" in uninterrupted["metrics"]
+    run(tiny(**fields, output_dir=str(tmp_path / "b"), time_limit=0))
+    resumed = run(tiny(**fields, output_dir=str(tmp_path / "b"), resume=True))
+    assert resumed["beta"] == uninterrupted["beta"]
+    assert resumed["metrics"] == uninterrupted["metrics"]
+
+
+def test_gradient_ratio_scales_beta_and_excludes_beta(teacher):
+    checkpoint = str(teacher[0])
+    one = prepare(tiny(method="pc", gradient_ratio=1.0, teacher_checkpoint=checkpoint)).beta
+    three = prepare(tiny(method="pc", gradient_ratio=3.0, teacher_checkpoint=checkpoint)).beta
+    assert three == pytest.approx(3 * one, rel=1e-6)
+    with pytest.raises(ValueError, match="beta or gradient_ratio"):
+        validate(tiny(method="pc", beta=2.0, gradient_ratio=1.0, teacher_checkpoint=checkpoint))
+    with pytest.raises(ValueError, match="gradient_ratio must be"):
+        validate(tiny(method="pc", gradient_ratio=-1.0, teacher_checkpoint=checkpoint))
+
+
 def checkpoint_tensors(path):
     state = load_checkpoint(path)
     return state, {**{f"model.{k}": v for k, v in state["model_state"].items()},
@@ -160,7 +228,7 @@ def test_corrupt_checkpoint_gives_a_clear_error(teacher, tmp_path):
 
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     run(tiny(epochs=1, train_subset=128, output_dir=str(tmp_path), triplet_points=5))
-    with pytest.raises(CheckpointError, match=r"lr: checkpoint 0\.1, now 0\.2"):
+    with pytest.raises(CheckpointError, match=r"lr: saved 0\.1, now 0\.2"):
         run(tiny(epochs=1, train_subset=128, output_dir=str(tmp_path), lr=0.2, resume=True))
     with pytest.raises(CheckpointError, match="already exists"):
         run(tiny(epochs=1, train_subset=128, output_dir=str(tmp_path)))
