@@ -1,9 +1,10 @@
-"""Command line: ``python -m perceptcoh {train-teacher,transfer,evaluate} ...``.
+"""Command line: ``python -m perceptcoh {train-teacher,transfer,evaluate,experiment} ...``.
 
     python -m perceptcoh train-teacher --preset smoke
     python -m perceptcoh transfer --preset smoke --method pc
     python -m perceptcoh evaluate --checkpoint runs/digits/digits_mlp-pc-seed0/model.pt \\
         --teacher-checkpoint runs/smoke/teacher/model.pt
+    python -m perceptcoh experiment comparison --scale full --time-limit 540
 
 Every field of :class:`perceptcoh.train.TrainConfig` is an option of the two training
 commands (``model_options`` becomes ``--model-options``, ...), documented by ``--help``.
@@ -90,6 +91,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", default=None,
                           help="JSON file to write (default: evaluation.json next to the "
                           "checkpoint)")
+    experiment = commands.add_parser(
+        "experiment", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="Run the book's CIFAR comparison table or PC ablations (resumable), and save "
+        "their results document.",
+        description="Train every missing run of the comparison table (CE, KD, FitNet, SP, "
+        "CC, RKD, PKT, PC; supervised and pure protocols) or of the PC ablations (tau, batch "
+        "size, metric, r, beta), teachers first; finished runs are reused and interrupted "
+        "ones resumed. Then gather every run's metrics, wall time and provenance, with the "
+        "teachers' SHA-256, into one JSON document.",
+    )
+    experiment.add_argument("name", choices=["comparison", "ablation"], help="which experiment")
+    experiment.add_argument("--scale", choices=["full", "cpu"], default="full",
+                            help="full: CIFAR-100 on a GPU; cpu: a small subset, minutes on "
+                            "a CPU")
+    experiment.add_argument("--pairs", nargs="+", default=None, metavar="TEACHER:STUDENT",
+                            help="comparison: teacher-student pairs (default: the scale's)")
+    experiment.add_argument("--methods", nargs="+", default=None,
+                            help="comparison: methods (default: all, ce included)")
+    experiment.add_argument("--seeds", nargs="+", type=int, default=None,
+                            help="seeds (default: the scale's for the comparison, 0 for "
+                            "the ablations)")
+    experiment.add_argument("--root", default="runs", help="folder of the runs")
+    experiment.add_argument("--output", default=None, help="results document (default: "
+                            "results/cifar100-NAME.json at full scale, ROOT/SCALE/NAME.json "
+                            "otherwise)")
+    experiment.add_argument("--data-root", default=None, help="folder holding the datasets")
+    experiment.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    experiment.add_argument("--time-limit", type=float, default=None,
+                            help="seconds; stop at an epoch boundary after it (exit 75) and "
+                            "go on with the same command")
+    experiment.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                            help="progress bars for the runs and their epochs")
     return parser
 
 
@@ -103,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "evaluate":
             return _evaluate(arguments)
+        if command == "experiment":
+            return _experiment(arguments)
         return _train(command, arguments)
     except (ValueError, FileNotFoundError, NonFiniteLossError, CorruptDataError) as error:
         # ValueError covers CheckpointError and every invalid option value.
@@ -138,6 +173,45 @@ def _evaluate(arguments: dict) -> int:
     results = evaluate_checkpoint(arguments.pop("checkpoint"), **arguments, output=output)
     print(json.dumps({"results": results["output"], **results["metrics"]}, indent=2))
     return 0
+
+
+def _experiment(arguments: dict) -> int:
+    from .experiments import ablation_plan, comparison_plan, default_output, run_plan
+
+    name, root = arguments["name"], arguments["root"]
+    execution = {"data_root": arguments["data_root"], "device": arguments["device"],
+                 "progress": arguments["progress"]}
+    selection = {}
+    if arguments["seeds"] is not None:
+        selection["seeds"] = arguments["seeds"]
+    if name == "comparison":
+        if arguments["pairs"] is not None:
+            selection["pairs"] = [_pair(text) for text in arguments["pairs"]]
+        if arguments["methods"] is not None:
+            selection["methods"] = arguments["methods"]
+        plan = comparison_plan(arguments["scale"], root=root, **selection, **execution)
+    else:
+        if arguments["pairs"] is not None or arguments["methods"] is not None:
+            raise ValueError("--pairs and --methods select comparison runs; the ablations "
+                             "run PC on the scale's first pair")
+        plan = ablation_plan(arguments["scale"], root=root, **selection, **execution)
+    output = arguments["output"] or default_output(plan, root)
+    document = run_plan(plan, output, time_limit=arguments["time_limit"],
+                        progress=arguments["progress"])
+    if not document["completed"]:
+        print(f"stopped by the time limit with {len(document['missing'])} runs left; run the "
+              f"same command again to continue", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    print(json.dumps({"results": str(output), "runs": len(document["runs"]),
+                      "wall_time_seconds": document["wall_time_seconds"]}, indent=2))
+    return 0
+
+
+def _pair(text: str) -> tuple[str, str]:
+    teacher, separator, student = text.partition(":")
+    if not separator or not teacher or not student:
+        raise ValueError(f"--pairs takes TEACHER:STUDENT, got {text!r}")
+    return teacher, student
 
 
 def _results_path(result: dict):

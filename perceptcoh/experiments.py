@@ -1,0 +1,431 @@
+"""The book's CIFAR experiments as plans of training runs, run resumably into one results file.
+
+A :class:`Plan` is the teacher runs and the student runs of one experiment, each a
+:class:`perceptcoh.train.TrainConfig` with its own output folder. :func:`run_plan` trains
+what is missing (finished runs are reused, interrupted ones resumed from their checkpoint),
+then gathers every run's metrics, wall time and provenance, with each teacher's SHA-256
+and recipe, into one JSON document (``results/*.json`` for the book).
+
+Two experiments, each at two scales:
+
+* :func:`comparison_plan`: the comparison table, SPEC section 6: CE alone, then KD, FitNet,
+  SP, CC, RKD, PKT and PC in the supervised protocol (``CE + beta * L``, top-1) and in the
+  pure-transfer protocol (``L`` alone; linear probe, kNN and the perception gap
+  ``Delta_r`` on the test set), for every teacher-student pair and seed.
+* :func:`ablation_plan`: one knob of the PC loss at a time on the main pair: ``tau``, the
+  batch size ``B`` (the number of reference points each anchor is ranked against), the
+  dissimilarities ``d_f = d_g`` (euclidean or cosine), the exponent ``r``, and the weight
+  ``beta`` of the supervised protocol.
+
+Scales (:data:`SCALES`): ``full`` is CIFAR-100 on a GPU, the resnet32x4 teacher of the
+``full`` preset; ``cpu`` a CIFAR-100 subset with a resnet20 teacher and resnet8 students, a
+few hundred steps in all, what the book executes when no GPU is present. One recipe holds
+for every method: ``beta`` is not tuned per method but measured,
+``beta * |grad L| = |grad CE|`` for the initial student (``gradient_ratio=1``), so every
+transfer loss starts with a push as strong as the labels'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .loss import PerceptionCoherenceLoss
+from .presets import preset
+from .provenance import provenance
+from .train import MODEL_NAME, RESULTS_NAME, TrainConfig, config_differences, run
+
+__all__ = [
+    "SCALES",
+    "COMPARISON_METHODS",
+    "ABLATION_KNOBS",
+    "PlannedRun",
+    "Plan",
+    "comparison_plan",
+    "ablation_plan",
+    "run_plan",
+    "default_output",
+    "aggregate",
+]
+
+COMPARISON_METHODS = ("ce", "kd", "fitnet", "sp", "cc", "rkd", "pkt", "pc")
+
+# The recipe of every student of a scale, and its teacher and pairs.
+SCALES: dict[str, dict] = {
+    "full": {
+        "description": "CIFAR-100, 50,000 training and 10,000 test images; students trained "
+        "20 epochs at batch 512 (lr 0.1 per 128 images, 1 warm-up epoch, cosine), against "
+        "RepDistiller's 240 epochs at batch 64: 90 student runs must fit in a few GPU "
+        "sessions",
+        "teacher": {**preset("full", "train-teacher"), "teacher_probes": True},
+        "student": {
+            "dataset": "cifar100", "epochs": 20, "batch_size": 512, "lr": 0.1,
+            "warmup_epochs": 1, "schedule": "cosine", "eval_every": 0, "triplet_points": 1000,
+            "teacher_probes": False,
+        },
+        "pairs": (("resnet32x4", "resnet8x4"), ("resnet32x4", "shufflenetv2")),
+        "seeds": (0, 1, 2),
+        "ablations": {"tau": (0.01, 0.03, 0.1, 0.3, 1.0), "batch_size": (128, 256, 512, 1024),
+                      "metric": ("euclidean", "cosine"), "r": (1, 2),
+                      "gradient_ratio": (0.25, 0.5, 1.0, 2.0, 4.0)},
+    },
+    "cpu": {
+        "description": "CIFAR-100 subsets (4,096 training images for the teacher, 2,048 for "
+        "each student, 1,000 test images); a resnet20 teacher trained 3 epochs, resnet8 "
+        "students trained 1 epoch at batch 64 (32 steps): a pipeline check, not a result",
+        "teacher": {
+            "dataset": "cifar100", "model": "resnet20", "epochs": 3, "batch_size": 64,
+            "lr": 0.1, "schedule": "cosine", "train_subset": 4096, "test_subset": 1000,
+            "eval_every": 0, "eval_batch_size": 128, "triplet_points": 300,
+            "output_dir": "runs/cpu/teacher-resnet20",
+        },
+        "student": {
+            "dataset": "cifar100", "epochs": 1, "batch_size": 64, "lr": 0.1,
+            "schedule": "cosine", "train_subset": 2048, "test_subset": 1000, "eval_every": 0,
+            "eval_batch_size": 128, "triplet_points": 300, "teacher_probes": False,
+        },
+        "pairs": (("resnet20", "resnet8"),),
+        "seeds": (0,),
+        "ablations": {"tau": (0.03, 0.1, 1.0), "batch_size": (32, 64, 128),
+                      "metric": ("euclidean", "cosine"), "r": (1, 2),
+                      "gradient_ratio": (0.5, 1.0, 2.0)},
+    },
+}
+
+# The knobs of the ablations: the protocol each is measured in, and the run fields that set it.
+ABLATION_KNOBS: dict[str, tuple[str, Callable[[object], dict]]] = {
+    "tau": ("pure", lambda value: {"loss_options": {"tau": value}}),
+    "batch_size": ("pure", lambda value: {"batch_size": value}),
+    "metric": ("pure", lambda value: {"loss_options": {"metric_teacher": value,
+                                                      "metric_student": value}}),
+    "r": ("pure", lambda value: {"loss_options": {"r": value}}),
+    "gradient_ratio": ("supervised", lambda value: {"gradient_ratio": value}),
+}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a plan: ``key`` names it in the results (pair, method, protocol, seed,
+    and for ablations the knob and its value)."""
+
+    key: dict
+    config: TrainConfig
+
+
+@dataclass
+class Plan:
+    """The runs of one experiment: teachers first (by architecture), then students."""
+
+    name: str
+    scale: str
+    teachers: dict[str, TrainConfig]
+    runs: list[PlannedRun] = field(default_factory=list)
+
+
+def comparison_plan(
+    scale: str = "full",
+    *,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    methods: Sequence[str] = COMPARISON_METHODS,
+    seeds: Sequence[int] | None = None,
+    root: str | os.PathLike = "runs",
+    **execution,
+) -> Plan:
+    """The comparison table: every method of ``methods`` (``"ce"`` is CE alone, trained
+    once per seed) in both protocols, for every (teacher, student) of ``pairs`` and every
+    seed; defaults from ``SCALES[scale]``. ``execution``: TrainConfig fields that only say
+    how the runs are executed (``data_root``, ``device``, ``progress``, ...)."""
+    recipe = _recipe(scale)
+    pairs = tuple(recipe["pairs"] if pairs is None else pairs)
+    seeds = tuple(recipe["seeds"] if seeds is None else seeds)
+    _check_methods(methods)
+    plan = _plan("comparison", scale, pairs, root, execution)
+    for teacher_model, student_model in pairs:
+        for seed in seeds:
+            for method in methods:
+                for protocol in ("supervised",) if method == "ce" else ("supervised", "pure"):
+                    key = {"pair": f"{teacher_model}->{student_model}", "method": method,
+                           "protocol": protocol, "seed": seed}
+                    plan.runs.append(_student(plan, key, teacher_model, student_model, root,
+                                              execution, method=method, protocol=protocol,
+                                              seed=seed))
+    return plan
+
+
+def ablation_plan(
+    scale: str = "full",
+    *,
+    seeds: Sequence[int] = (0,),
+    root: str | os.PathLike = "runs",
+    **execution,
+) -> Plan:
+    """One knob of PC at a time on the first pair of ``SCALES[scale]``, the others at the
+    comparison's values: ``tau``, batch size (``lr`` scales with it), the dissimilarity
+    (both sides), ``r`` (pure protocol), and ``gradient_ratio``, hence ``beta`` (supervised
+    protocol; CE alone is its point ``gradient_ratio = 0``). The comparison's own PC run is
+    one point of every sweep: it is planned once per protocol and seed and appears under
+    every knob's key, and shares its folder with the comparison's run."""
+    recipe = _recipe(scale)
+    pair = recipe["pairs"][0]
+    plan = _plan("ablation", scale, (pair,), root, execution)
+    planned: dict[str, PlannedRun] = {}
+    for seed in seeds:
+        for knob, values in recipe["ablations"].items():
+            protocol, overrides = ABLATION_KNOBS[knob]
+            for value in values:
+                key = {"pair": f"{pair[0]}->{pair[1]}", "method": "pc", "protocol": protocol,
+                       "seed": seed, "knob": knob, "value": value}
+                candidate = _student(plan, key, pair[0], pair[1], root, execution,
+                                     method="pc", protocol=protocol, seed=seed,
+                                     **overrides(value))
+                # The default setting recurs in every sweep: train it once.
+                config = planned.setdefault(candidate.config.output_dir, candidate).config
+                plan.runs.append(PlannedRun(key, config))
+        # beta = 0 is CE alone: the end point of the beta sweep, without PC's cost.
+        key = {"pair": f"{pair[0]}->{pair[1]}", "method": "ce", "protocol": "supervised",
+               "seed": seed, "knob": "gradient_ratio", "value": 0.0}
+        plan.runs.append(_student(plan, key, pair[0], pair[1], root, execution, method="ce",
+                                  protocol="supervised", seed=seed))
+    return plan
+
+
+def default_output(plan: Plan, root: str | os.PathLike = "runs") -> Path:
+    """Where a plan's results document goes: ``results/cifar100-<name>.json`` at full
+    scale (the book's saved results, committed), ``<root>/<scale>/<name>.json`` otherwise."""
+    if plan.scale == "full":
+        return Path("results") / f"cifar100-{plan.name}.json"
+    return Path(root) / plan.scale / f"{plan.name}.json"
+
+
+def run_plan(
+    plan: Plan,
+    output: str | os.PathLike | None = None,
+    *,
+    time_limit: float | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train every run of ``plan`` that has no results yet, then gather the results.
+
+    Finished runs (``results.json`` present, with the same settings) are reused; an
+    interrupted one resumes from its checkpoint. With ``time_limit`` (seconds) no run starts
+    after it and a running one stops at an epoch boundary: call again to go on. The returned
+    document has ``completed``; when complete it holds ``teachers`` (recipe, SHA-256 of
+    ``model.pt``, metrics, wall time), ``runs`` (key, metrics, beta, wall time, speed,
+    config, provenance of each), ``wall_time_seconds`` (sums over teachers and students, as
+    each run measured itself) and this call's provenance, and is written to ``output``.
+
+    Raises:
+        ValueError: a run folder holds the results of a run with other settings.
+    """
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
+    unique = list({planned.config.output_dir: planned.config for planned in plan.runs}.values())
+    configs = list(plan.teachers.values()) + unique
+    finished: dict[str, dict] = {}
+    bar = _progress_bar(len(configs), plan, progress)
+    for config in configs:
+        results = _run_or_reuse(config, deadline)
+        if results is None:
+            break
+        finished[config.output_dir] = results
+        bar.update(1)
+    bar.close()
+    missing = [c.output_dir for c in configs if c.output_dir not in finished]
+    if missing:
+        return {"completed": False, "plan": plan.name, "scale": plan.scale,
+                "finished": len(finished), "missing": missing}
+
+    teachers = {
+        model: _teacher_record(config, finished[config.output_dir])
+        for model, config in plan.teachers.items()
+    }
+    runs = [_run_record(planned, finished[planned.config.output_dir]) for planned in plan.runs]
+    teacher_seconds = sum(t["wall_time_seconds"] for t in teachers.values())
+    student_seconds = sum(finished[c.output_dir]["wall_time_seconds"] for c in unique)
+    document = {
+        "completed": True,
+        "plan": plan.name,
+        "scale": plan.scale,
+        "description": SCALES[plan.scale]["description"],
+        "student_recipe": SCALES[plan.scale]["student"],
+        "teachers": teachers,
+        "runs": runs,
+        "distinct_student_runs": len(unique),
+        "wall_time_seconds": {"teachers": teacher_seconds, "students": student_seconds,
+                              "total": teacher_seconds + student_seconds},
+        "provenance": provenance(),
+    }
+    if output is not None:
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps(document, indent=1) + "\n")
+        os.replace(temporary, path)
+    return document
+
+
+def aggregate(runs: Sequence[dict], by: Sequence[str], metrics: Sequence[str]) -> list[dict]:
+    """Mean, sample standard deviation (``nan`` for one run) and count of each of
+    ``metrics`` over the runs (``run["key"]``, ``run["metrics"]``) sharing the values of the
+    key fields ``by``, in order of first appearance. A metric a run lacks is skipped."""
+    groups: dict[tuple, list[dict]] = {}
+    for entry in runs:
+        groups.setdefault(tuple(entry["key"][name] for name in by), []).append(entry)
+    rows = []
+    for values, members in groups.items():
+        row = dict(zip(by, values))
+        for metric in metrics:
+            sample = [m["metrics"][metric] for m in members if metric in m["metrics"]]
+            if not sample:
+                continue
+            mean = sum(sample) / len(sample)
+            spread = (math.sqrt(sum((x - mean) ** 2 for x in sample) / (len(sample) - 1))
+                      if len(sample) > 1 else math.nan)
+            row[metric] = {"mean": mean, "std": spread, "n": len(sample)}
+        rows.append(row)
+    return rows
+
+
+# Building plans.
+
+
+def _recipe(scale: str) -> dict:
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    return SCALES[scale]
+
+
+def _check_methods(methods: Sequence[str]) -> None:
+    unknown = [m for m in methods if m not in COMPARISON_METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods must be a non-empty selection of "
+                         f"{', '.join(COMPARISON_METHODS)}, got {list(methods)!r}")
+
+
+def _plan(name: str, scale: str, pairs: Sequence[tuple[str, str]], root, execution) -> Plan:
+    recipe = SCALES[scale]["teacher"]
+    if not pairs:
+        raise ValueError("pairs must name at least one (teacher, student) pair")
+    teachers = {}
+    for teacher_model, _ in pairs:
+        if teacher_model == recipe["model"]:  # under root as the recipe (or preset) says
+            output = Path(root) / Path(recipe["output_dir"]).relative_to("runs")
+        else:
+            output = Path(root) / scale / f"teacher-{teacher_model}"
+        teachers[teacher_model] = TrainConfig(**{**recipe, "model": teacher_model,
+                                                 "method": "ce", **execution,
+                                                 "output_dir": str(output)})
+    return Plan(name, scale, teachers)
+
+
+def _student(plan: Plan, key: dict, teacher_model: str, student_model: str, root, execution,
+             method: str, protocol: str, seed: int, **overrides) -> PlannedRun:
+    """A student run; ``overrides`` equal to the recipe's values are dropped, so that the
+    same setting gets the same config and folder in every plan."""
+    recipe = SCALES[plan.scale]["student"]
+    values = {**recipe, "model": student_model, "method": method, "protocol": protocol,
+              "seed": seed, **execution}
+    tags = []
+    if method != "ce":
+        values.update(teacher=teacher_model, gradient_ratio=1.0,
+                      teacher_checkpoint=str(Path(plan.teachers[teacher_model].output_dir)
+                                             / MODEL_NAME))
+    options = {name: value for name, value in overrides.pop("loss_options", {}).items()
+               if value != _PC_DEFAULTS.get(name)}
+    if options:
+        values["loss_options"] = options
+        tags += [f"{name}={value}" for name, value in sorted(options.items())]
+    for name, value in sorted(overrides.items()):
+        if value != values[name]:
+            values[name] = value
+            tags.append(f"{name}={value}")
+    folder = "-".join([method] + (["pure"] if protocol == "pure" else []) + tags
+                      + [f"seed{seed}"])
+    output = Path(root) / plan.scale / f"{teacher_model}-{student_model}" / folder
+    return PlannedRun(dict(key), TrainConfig(**values, output_dir=str(output)))
+
+
+def _pc_defaults() -> dict:
+    parameters = inspect.signature(PerceptionCoherenceLoss).parameters
+    return {name: p.default for name, p in parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+_PC_DEFAULTS = _pc_defaults()
+
+
+# Running.
+
+
+def _run_or_reuse(config: TrainConfig, deadline: float | None) -> dict | None:
+    """The results of ``config``'s run: read when finished, else trained (resuming its
+    checkpoint); ``None`` when the deadline stops it first."""
+    results_path = Path(config.output_dir) / RESULTS_NAME
+    if results_path.exists():
+        results = json.loads(results_path.read_text())
+        different = config_differences(results.get("config", {}), config)
+        if different:
+            raise ValueError(
+                f"{results_path} holds a run with other settings ({'; '.join(different)}); "
+                f"delete {config.output_dir} or pass another root"
+            )
+        return results
+    remaining = None
+    if deadline is not None:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return None
+    results = run(dataclasses.replace(config, resume=True, time_limit=remaining))
+    return results if results["completed"] else None
+
+
+def _teacher_record(config: TrainConfig, results: dict) -> dict:
+    model = Path(config.output_dir) / MODEL_NAME
+    return {
+        "model": config.model,
+        "checkpoint": str(model),
+        "sha256": _sha256(model),
+        "recipe": {name: value for name, value in results["config"].items()
+                   if name not in ("output_dir", "resume", "time_limit", "progress")},
+        "metrics": results["metrics"],
+        "wall_time_seconds": results["wall_time_seconds"],
+        "images_per_second": results["images_per_second"],
+        "provenance": results["provenance"],
+    }
+
+
+def _run_record(planned: PlannedRun, results: dict) -> dict:
+    return {
+        "key": planned.key,
+        "metrics": results["metrics"],
+        "beta": results["beta"],
+        "teacher_sha256": (results.get("teacher") or {}).get("sha256"),
+        "output_dir": planned.config.output_dir,
+        "wall_time_seconds": results["wall_time_seconds"],
+        "images_per_second": results["images_per_second"],
+        "images_per_second_after_first_epoch": results["images_per_second_after_first_epoch"],
+        "config": results["config"],
+        "provenance": results["provenance"],
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _progress_bar(total: int, plan: Plan, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"{plan.name} ({plan.scale})", unit="run",
+                disable=not enabled)

@@ -1,0 +1,178 @@
+"""Plans of the book's experiments, and running them resumably on a tiny digits scale."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+
+from perceptcoh import experiments
+from perceptcoh.cli import main
+from perceptcoh.experiments import (
+    COMPARISON_METHODS,
+    SCALES,
+    ablation_plan,
+    aggregate,
+    comparison_plan,
+    default_output,
+    run_plan,
+)
+from perceptcoh.presets import preset
+from perceptcoh.train import MODEL_NAME, RESULTS_NAME
+
+TINY = {
+    "description": "digits, tiny models, for tests",
+    "teacher": {"dataset": "digits", "model": "digits_cnn", "epochs": 1, "batch_size": 64,
+                "lr": 0.1, "train_subset": 256, "test_subset": 60, "triplet_points": 20,
+                "output_dir": "runs/tiny/teacher"},
+    "student": {"dataset": "digits", "model_options": {"feature_dim": 4}, "epochs": 1,
+                "batch_size": 32, "lr": 0.1, "train_subset": 128, "test_subset": 60,
+                "eval_every": 0, "triplet_points": 20, "teacher_probes": False},
+    "pairs": (("digits_cnn", "digits_mlp"),),
+    "seeds": (0, 1),
+    "ablations": {"tau": (0.05, 0.1), "batch_size": (16, 32), "metric": ("euclidean", "cosine"),
+                  "r": (1, 2), "gradient_ratio": (0.5, 1.0)},
+}
+
+
+@pytest.fixture
+def tiny_scale(monkeypatch):
+    monkeypatch.setitem(SCALES, "tiny", TINY)
+    return "tiny"
+
+
+def test_the_full_comparison_is_every_method_pair_protocol_and_seed():
+    plan = comparison_plan("full")
+    assert len(plan.runs) == 2 * 3 * (1 + 2 * (len(COMPARISON_METHODS) - 1))
+    assert len({run.config.output_dir for run in plan.runs}) == len(plan.runs)
+    # One teacher, the one `train-teacher --preset full` trains.
+    assert list(plan.teachers) == ["resnet32x4"]
+    teacher = plan.teachers["resnet32x4"]
+    assert teacher.output_dir == preset("full", "train-teacher")["output_dir"]
+    assert teacher.epochs == preset("full", "train-teacher")["epochs"]
+    for run in plan.runs:
+        config, key = run.config, run.key
+        assert (config.method, config.protocol, config.seed) == (
+            key["method"], key["protocol"], key["seed"])
+        assert key["pair"] == f"resnet32x4->{config.model}"
+        assert config.epochs == 20 and config.batch_size == 512 and config.dataset == "cifar100"
+        if config.method == "ce":
+            assert config.teacher_checkpoint is None and config.gradient_ratio is None
+        else:  # one rule for beta, no per-method tuning
+            assert config.gradient_ratio == 1.0 and config.beta is None
+            assert config.teacher_checkpoint == f"{teacher.output_dir}/{MODEL_NAME}"
+
+
+def test_ablations_vary_one_knob_and_share_the_comparisons_pc_runs(tiny_scale):
+    comparison = {run.config.output_dir: run.config for run in comparison_plan(tiny_scale).runs}
+    plan = ablation_plan(tiny_scale)
+    pc_pure = next(c for c in comparison.values() if c.method == "pc" and c.protocol == "pure")
+    for run in plan.runs:
+        knob, value, config = run.key["knob"], run.key["value"], run.config
+        if knob == "gradient_ratio" and value == 0.0:
+            assert config.method == "ce"
+            continue
+        reference = comparison[pc_pure.output_dir]
+        if config.protocol == "supervised":
+            reference = dataclasses.replace(reference, protocol="supervised")
+        setting = {"tau": config.loss_options.get("tau", 0.1),
+                   "batch_size": config.batch_size,
+                   "metric": config.loss_options.get("metric_student", "euclidean"),
+                   "r": config.loss_options.get("r", 2),
+                   "gradient_ratio": config.gradient_ratio}[knob]
+        assert setting == value
+        # Every other field is the comparison's.
+        differing = {f.name for f in dataclasses.fields(config)
+                     if getattr(config, f.name) != getattr(reference, f.name)}
+        assert differing <= {"loss_options", "batch_size", "gradient_ratio", "output_dir"}
+        if config.output_dir in comparison:
+            assert config == comparison[config.output_dir]
+    defaults = [run for run in plan.runs if run.config.output_dir == pc_pure.output_dir]
+    assert {run.key["knob"] for run in defaults} == {"tau", "batch_size", "metric", "r"}
+    with pytest.raises(ValueError, match="unknown scale 'huge'"):
+        ablation_plan("huge")
+
+
+def test_bad_selections_are_named():
+    with pytest.raises(ValueError, match="methods must be"):
+        comparison_plan("full", methods=["pc", "magic"])
+    with pytest.raises(ValueError, match="pairs must"):
+        comparison_plan("full", pairs=[])
+
+
+def test_run_plan_trains_once_records_teachers_and_resumes(tiny_scale, tmp_path, monkeypatch):
+    plan = comparison_plan(tiny_scale, methods=["ce", "pc", "kd"], root=tmp_path,
+                           progress=False)
+    output = tmp_path / "doc.json"
+    # A deadline already past: nothing starts, everything is missing.
+    stopped = run_plan(plan, output, time_limit=0, progress=False)
+    assert not stopped["completed"] and len(stopped["missing"]) == 1 + len(plan.runs)
+    assert not output.exists()
+
+    document = run_plan(plan, output, progress=False)
+    assert document["completed"] and json.loads(output.read_text()) == json.loads(
+        json.dumps(document))
+    teacher = document["teachers"]["digits_cnn"]
+    model = tmp_path / "tiny" / "teacher" / MODEL_NAME
+    assert teacher["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert teacher["recipe"]["epochs"] == 1 and teacher["recipe"]["model"] == "digits_cnn"
+    assert len(document["runs"]) == 2 * 5
+    for entry in document["runs"]:
+        assert entry["teacher_sha256"] == (None if entry["key"]["method"] == "ce"
+                                           else teacher["sha256"])
+        assert {"git_commit", "device"} <= set(entry["provenance"])
+        transfer = entry["key"]["method"] != "ce"  # CE alone is trained without the teacher
+        assert ("perception_gap_r1" in entry["metrics"]) == transfer
+        assert math.isfinite(entry["metrics"]["linear_probe_top1"])
+        assert ("top1" in entry["metrics"]) == (entry["key"]["protocol"] == "supervised"
+                                                or entry["key"]["method"] == "kd")
+    walls = document["wall_time_seconds"]
+    assert walls["total"] == pytest.approx(walls["teachers"] + walls["students"])
+    assert walls["students"] == pytest.approx(sum(e["wall_time_seconds"]
+                                                  for e in document["runs"]))
+
+    # A second call trains nothing: every run is read back.
+    monkeypatch.setattr(experiments, "run", lambda config: pytest.fail("trained again"))
+    again = run_plan(plan, None, progress=False)
+    assert again["runs"] == document["runs"] and again["teachers"] == document["teachers"]
+
+    # A folder holding another run's results is refused, by name.
+    changed = dataclasses.replace(plan.runs[1].config, lr=0.3)
+    plan.runs[1] = dataclasses.replace(plan.runs[1], config=changed)
+    with pytest.raises(ValueError, match=r"lr: saved 0\.1, now 0\.3"):
+        run_plan(plan, None, progress=False)
+
+
+def test_aggregate_matches_numpy():
+    rng = np.random.default_rng(0)
+    runs = [{"key": {"method": m, "seed": s}, "metrics": {"a": float(rng.normal()),
+                                                          **({"b": 1.0} if m == "x" else {})}}
+            for m in ("x", "y") for s in range(3)]
+    rows = aggregate(runs, ("method",), ("a", "b"))
+    assert [row["method"] for row in rows] == ["x", "y"]
+    for row in rows:
+        sample = [r["metrics"]["a"] for r in runs if r["key"]["method"] == row["method"]]
+        assert row["a"]["mean"] == pytest.approx(np.mean(sample))
+        assert row["a"]["std"] == pytest.approx(np.std(sample, ddof=1))
+        assert row["a"]["n"] == 3
+    assert "b" in rows[0] and "b" not in rows[1]
+    single = aggregate(runs[:1], ("method", "seed"), ("a",))
+    assert math.isnan(single[0]["a"]["std"])
+
+
+def test_default_outputs():
+    assert str(default_output(comparison_plan("full"))) == "results/cifar100-comparison.json"
+    assert str(default_output(ablation_plan("cpu"), "r")) == "r/cpu/ablation.json"
+
+
+def test_cli_experiment_errors_are_clear(capsys):
+    assert main(["experiment", "comparison", "--pairs", "resnet32x4"]) == 1
+    assert "TEACHER:STUDENT" in capsys.readouterr().err
+    assert main(["experiment", "ablation", "--methods", "pc"]) == 1
+    assert "--pairs and --methods" in capsys.readouterr().err
+    assert main(["experiment", "comparison", "--methods", "magic"]) == 1
+    assert "methods must be" in capsys.readouterr().err
