@@ -425,7 +425,7 @@ def _sha256(path: Path) -> str:
 
 
 def _progress_bar(total: int, plan: Plan, enabled: bool):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(total=total, desc=f"{plan.name} ({plan.scale})", unit="run",
                 disable=not enabled)
