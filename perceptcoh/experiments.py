@@ -28,7 +28,6 @@ transfer loss starts with a push as strong as the labels'.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import json
 import math
@@ -40,7 +39,7 @@ from typing import Callable, Sequence
 
 from .loss import PerceptionCoherenceLoss
 from .presets import preset
-from .provenance import provenance
+from .provenance import file_sha256, provenance
 from .train import MODEL_NAME, RESULTS_NAME, TrainConfig, config_differences, run
 
 __all__ = [
@@ -65,7 +64,7 @@ SCALES: dict[str, dict] = {
         "20 epochs at batch 512 (lr 0.1 per 128 images, 1 warm-up epoch, cosine), against "
         "RepDistiller's 240 epochs at batch 64: 90 student runs must fit in a few GPU "
         "sessions",
-        "teacher": {**preset("full", "train-teacher"), "teacher_probes": True},
+        "teacher": preset("full", "train-teacher"),
         "student": {
             "dataset": "cifar100", "epochs": 20, "batch_size": 512, "lr": 0.1,
             "warmup_epochs": 1, "schedule": "cosine", "eval_every": 0, "triplet_points": 1000,
@@ -391,7 +390,7 @@ def _teacher_record(config: TrainConfig, results: dict) -> dict:
     return {
         "model": config.model,
         "checkpoint": str(model),
-        "sha256": _sha256(model),
+        "sha256": file_sha256(model),
         "recipe": {name: value for name, value in results["config"].items()
                    if name not in ("output_dir", "resume", "time_limit", "progress")},
         "metrics": results["metrics"],
@@ -414,14 +413,6 @@ def _run_record(planned: PlannedRun, results: dict) -> dict:
         "config": results["config"],
         "provenance": results["provenance"],
     }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _progress_bar(total: int, plan: Plan, enabled: bool):

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -53,7 +52,7 @@ from torch import nn
 from .data import DATASETS, ImageDataset, augment, load_dataset, normalize
 from .evaluate import evaluate_models, top1_accuracy
 from .models import MODELS, build_model
-from .provenance import provenance
+from .provenance import file_sha256, provenance
 from .registry import LOGIT_LOSSES, LOSSES, build_loss
 
 __all__ = [
@@ -857,9 +856,9 @@ def evaluate_checkpoint(
     output = Path(output) if output is not None else path.with_name("evaluation.json")
     results = {
         "metrics": metrics,
-        "checkpoint": {"path": str(path), "sha256": _sha256(path), "epoch": state["epoch"]},
+        "checkpoint": {"path": str(path), "sha256": file_sha256(path), "epoch": state["epoch"]},
         "teacher_checkpoint": None if teacher_checkpoint is None else {
-            "path": str(teacher_checkpoint), "sha256": _sha256(Path(teacher_checkpoint))},
+            "path": str(teacher_checkpoint), "sha256": file_sha256(Path(teacher_checkpoint))},
         "dataset": dataset,
         "train_images": len(train_set),
         "test_images": len(test_set),
@@ -966,7 +965,7 @@ def _load_teacher(config: TrainConfig, num_classes: int) -> tuple[nn.Module, dic
         raise ValueError(f"teacher checkpoint {path} is from an unfinished run (epoch "
                          f"{state['epoch']} of {planned}); finish it with --resume first")
     teacher = _model_from_state(state, path)
-    info = {"model": recorded, "checkpoint": str(path), "sha256": _sha256(path),
+    info = {"model": recorded, "checkpoint": str(path), "sha256": file_sha256(path),
             "options": state["model"].get("options", {}), "epochs": state["epoch"],
             "recorded_test_top1": (state.get("history") or [{}])[-1].get("test_top1")}
     return teacher, info
@@ -977,14 +976,6 @@ def _set_beta(session: Session, beta: float) -> None:
     if isinstance(objective, nn.parallel.DistributedDataParallel):
         objective = objective.module
     objective.beta = objective.pure_weight = session.beta = beta
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # Small helpers.
