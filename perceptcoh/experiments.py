@@ -228,12 +228,16 @@ def run_plan(
     unique = list({planned.config.output_dir: planned.config for planned in plan.runs}.values())
     configs = list(plan.teachers.values()) + unique
     finished: dict[str, dict] = {}
+    teacher_sha: dict[str, str] = {}  # model.pt of each teacher -> its SHA-256
     bar = _progress_bar(len(configs), plan, progress)
     for config in configs:
-        results = _run_or_reuse(config, deadline)
+        results = _run_or_reuse(config, deadline, teacher_sha.get(config.teacher_checkpoint))
         if results is None:
             break
         finished[config.output_dir] = results
+        if config.method == "ce" and config.output_dir in _teacher_folders(plan):
+            model = str(Path(config.output_dir) / MODEL_NAME)
+            teacher_sha[model] = file_sha256(model)
         bar.update(1)
     bar.close()
     missing = [c.output_dir for c in configs if c.output_dir not in finished]
@@ -242,7 +246,8 @@ def run_plan(
                 "finished": len(finished), "missing": missing}
 
     teachers = {
-        model: _teacher_record(config, finished[config.output_dir])
+        model: _teacher_record(config, finished[config.output_dir],
+                               teacher_sha[str(Path(config.output_dir) / MODEL_NAME)])
         for model, config in plan.teachers.items()
     }
     runs = [_run_record(planned, finished[planned.config.output_dir]) for planned in plan.runs]
@@ -363,13 +368,22 @@ _PC_DEFAULTS = _pc_defaults()
 # Running.
 
 
-def _run_or_reuse(config: TrainConfig, deadline: float | None) -> dict | None:
-    """The results of ``config``'s run: read when finished, else trained (resuming its
-    checkpoint); ``None`` when the deadline stops it first."""
+def _teacher_folders(plan: Plan) -> set[str]:
+    return {teacher.output_dir for teacher in plan.teachers.values()}
+
+
+def _run_or_reuse(config: TrainConfig, deadline: float | None,
+                  teacher_sha: str | None) -> dict | None:
+    """The results of ``config``'s run: read when finished (from the teacher whose model.pt
+    has SHA-256 ``teacher_sha``), else trained, resuming its checkpoint; ``None`` when the
+    deadline stops it first."""
     results_path = Path(config.output_dir) / RESULTS_NAME
     if results_path.exists():
         results = json.loads(results_path.read_text())
         different = config_differences(results.get("config", {}), config)
+        used = (results.get("teacher") or {}).get("sha256")
+        if teacher_sha is not None and used != teacher_sha:
+            different.append(f"teacher SHA-256: saved {used}, now {teacher_sha}")
         if different:
             raise ValueError(
                 f"{results_path} holds a run with other settings ({'; '.join(different)}); "
@@ -385,12 +399,11 @@ def _run_or_reuse(config: TrainConfig, deadline: float | None) -> dict | None:
     return results if results["completed"] else None
 
 
-def _teacher_record(config: TrainConfig, results: dict) -> dict:
-    model = Path(config.output_dir) / MODEL_NAME
+def _teacher_record(config: TrainConfig, results: dict, sha256: str) -> dict:
     return {
         "model": config.model,
-        "checkpoint": str(model),
-        "sha256": file_sha256(model),
+        "checkpoint": str(Path(config.output_dir) / MODEL_NAME),
+        "sha256": sha256,
         "recipe": {name: value for name, value in results["config"].items()
                    if name not in ("output_dir", "resume", "time_limit", "progress")},
         "metrics": results["metrics"],

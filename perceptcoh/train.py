@@ -104,8 +104,10 @@ _AUGMENTATION = {"cifar10": (4, True), "cifar100": (4, True), "digits": (1, Fals
 
 # Fields that change where a run goes; a resumed run must agree with its checkpoint on them.
 # The others only say how or where it is executed.
+# teacher_checkpoint says where the teacher is; which teacher it is, its SHA-256, is checked
+# on its own.
 _EXECUTION_FIELDS = frozenset(
-    {"data_root", "device", "amp", "channels_last", "compile", "eval_every",
+    {"data_root", "teacher_checkpoint", "device", "amp", "channels_last", "compile", "eval_every",
      "eval_batch_size", "teacher_probes", "triplet_points", "output_dir", "resume",
      "time_limit", "progress"}
 )
@@ -676,6 +678,7 @@ def _run(session: Session, started: float) -> dict:
     if config.resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
         _check_same_run(state, config, checkpoint_path)
+        _check_same_teacher(state.get("teacher"), session.teacher_info, checkpoint_path)
         try:
             student.load_state_dict(state["model_state"])
             if session.transfer_loss is not None:
@@ -944,6 +947,16 @@ def _check_same_run(state: dict, config: TrainConfig, path: Path) -> None:
         raise CheckpointError(
             f"checkpoint {path} was written by a different run; resuming needs the same "
             f"settings ({'; '.join(different)})"
+        )
+
+
+def _check_same_teacher(saved: dict | None, current: dict | None, path: Path) -> None:
+    saved_sha = (saved or {}).get("sha256")
+    current_sha = (current or {}).get("sha256")
+    if saved_sha and current_sha and saved_sha != current_sha:
+        raise CheckpointError(
+            f"{path} was trained from another teacher (SHA-256 {saved_sha[:12]}..., now "
+            f"{current_sha[:12]}...); resuming needs the same teacher checkpoint"
         )
 
 

@@ -140,11 +140,24 @@ def test_run_plan_trains_once_records_teachers_and_resumes(tiny_scale, tmp_path,
     again = run_plan(plan, None, progress=False)
     assert again["runs"] == document["runs"] and again["teachers"] == document["teachers"]
 
+    # The same runs from another working folder: paths differ, the runs do not.
+    monkeypatch.chdir(tmp_path)
+    relative = comparison_plan(tiny_scale, methods=["ce", "pc", "kd"], root=".", progress=False)
+    assert relative.runs[1].config.teacher_checkpoint != plan.runs[1].config.teacher_checkpoint
+    reused = run_plan(relative, None, progress=False)["runs"]
+    assert [(e["key"], e["metrics"]) for e in reused] == [(e["key"], e["metrics"])
+                                                         for e in document["runs"]]
+
     # A folder holding another run's results is refused, by name.
     changed = dataclasses.replace(plan.runs[1].config, lr=0.3)
     plan.runs[1] = dataclasses.replace(plan.runs[1], config=changed)
     with pytest.raises(ValueError, match=r"lr: saved 0\.1, now 0\.3"):
         run_plan(plan, None, progress=False)
+    # So are students of another teacher.
+    with open(model, "ab") as handle:
+        handle.write(b"another teacher")
+    with pytest.raises(ValueError, match="teacher SHA-256: saved " + teacher["sha256"]):
+        run_plan(relative, None, progress=False)
 
 
 def test_aggregate_matches_numpy():

@@ -226,6 +226,19 @@ def test_corrupt_checkpoint_gives_a_clear_error(teacher, tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+def test_resume_refuses_a_checkpoint_from_another_teacher(teacher, tmp_path):
+    other = tmp_path / "other-teacher"
+    train_teacher(tiny(model="digits_cnn", epochs=1, seed=5, output_dir=str(other)))
+    fields = dict(method="pc", beta=1.0, output_dir=str(tmp_path / "student"))
+    run(tiny(**fields, teacher_checkpoint=str(teacher[0]), time_limit=0))
+    with pytest.raises(CheckpointError, match="another teacher"):
+        run(tiny(**fields, teacher_checkpoint=str(other / MODEL_NAME), resume=True))
+    # The same teacher under another path is the same teacher.
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(teacher[0].read_bytes())
+    assert run(tiny(**fields, teacher_checkpoint=str(copy), resume=True))["completed"]
+
+
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     run(tiny(epochs=1, train_subset=128, output_dir=str(tmp_path), triplet_points=5))
     with pytest.raises(CheckpointError, match=r"lr: saved 0\.1, now 0\.2"):
