@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 from .loss import PerceptionCoherenceLoss
 from .presets import preset
 from .provenance import file_sha256, provenance
-from .train import MODEL_NAME, RESULTS_NAME, TrainConfig, config_differences, run
+from .train import MODEL_NAME, RESULTS_NAME, TrainConfig, run, run_differences
 
 __all__ = [
     "SCALES",
@@ -228,6 +228,7 @@ def run_plan(
     unique = list({planned.config.output_dir: planned.config for planned in plan.runs}.values())
     configs = list(plan.teachers.values()) + unique
     finished: dict[str, dict] = {}
+    teacher_models = {str(Path(t.output_dir) / MODEL_NAME) for t in plan.teachers.values()}
     teacher_sha: dict[str, str] = {}  # model.pt of each teacher -> its SHA-256
     bar = _progress_bar(len(configs), plan, progress)
     for config in configs:
@@ -235,8 +236,8 @@ def run_plan(
         if results is None:
             break
         finished[config.output_dir] = results
-        if config.method == "ce" and config.output_dir in _teacher_folders(plan):
-            model = str(Path(config.output_dir) / MODEL_NAME)
+        model = str(Path(config.output_dir) / MODEL_NAME)
+        if model in teacher_models:
             teacher_sha[model] = file_sha256(model)
         bar.update(1)
     bar.close()
@@ -368,10 +369,6 @@ _PC_DEFAULTS = _pc_defaults()
 # Running.
 
 
-def _teacher_folders(plan: Plan) -> set[str]:
-    return {teacher.output_dir for teacher in plan.teachers.values()}
-
-
 def _run_or_reuse(config: TrainConfig, deadline: float | None,
                   teacher_sha: str | None) -> dict | None:
     """The results of ``config``'s run: read when finished (from the teacher whose model.pt
@@ -380,10 +377,7 @@ def _run_or_reuse(config: TrainConfig, deadline: float | None,
     results_path = Path(config.output_dir) / RESULTS_NAME
     if results_path.exists():
         results = json.loads(results_path.read_text())
-        different = config_differences(results.get("config", {}), config)
-        used = (results.get("teacher") or {}).get("sha256")
-        if teacher_sha is not None and used != teacher_sha:
-            different.append(f"teacher SHA-256: saved {used}, now {teacher_sha}")
+        different = run_differences(results, config, teacher_sha)
         if different:
             raise ValueError(
                 f"{results_path} holds a run with other settings ({'; '.join(different)}); "

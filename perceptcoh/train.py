@@ -69,7 +69,7 @@ __all__ = [
     "transfer",
     "prepare",
     "balanced_beta",
-    "config_differences",
+    "run_differences",
     "train_epoch",
     "load_checkpoint",
     "model_from_checkpoint",
@@ -342,20 +342,22 @@ class Objective(nn.Module):
     projection).
 
     ``forward(inputs, labels, teacher_features, teacher_logits)`` returns
-    ``(loss, student_logits)``: ``CE + beta * L`` (supervised), ``L`` (pure) or ``CE``
+    ``(loss, student_logits)``: ``CE + beta * L`` (supervised), ``pure_weight * L`` (pure) or
+    ``CE``
     (``transfer_loss=None``), where ``L`` is called on logits for the losses in
     :data:`perceptcoh.LOGIT_LOSSES` and on features otherwise.
     """
 
     def __init__(self, student: nn.Module, transfer_loss: nn.Module | None, method: str,
-                 protocol: str, beta: float, label_smoothing: float) -> None:
+                 protocol: str, beta: float, label_smoothing: float,
+                 pure_weight: float = 1.0) -> None:
         super().__init__()
         self.student = student
         self.transfer_loss = transfer_loss
         self.on_logits = method in LOGIT_LOSSES
         self.supervised = protocol == "supervised"
         self.beta = beta
-        self.pure_weight = 1.0  # the pure protocol's weight of L: beta with gradient_ratio
+        self.pure_weight = pure_weight
         self.label_smoothing = label_smoothing
 
     def forward(self, inputs, labels, teacher_features=None, teacher_logits=None):
@@ -484,10 +486,10 @@ def prepare(config: TrainConfig, *, teacher: nn.Module | None = None) -> Session
         student.compile()
         if teacher is not None:
             teacher.compile()
-    objective: nn.Module = Objective(student, transfer_loss, config.method, config.protocol,
-                                     beta, config.label_smoothing)
-    if config.gradient_ratio is not None:
-        objective.pure_weight = beta
+    objective: nn.Module = Objective(
+        student, transfer_loss, config.method, config.protocol, beta, config.label_smoothing,
+        pure_weight=beta if config.gradient_ratio is not None else 1.0,
+    )
     if world_size > 1:
         # A pure feature loss leaves the student's classifier without gradient.
         unused = config.protocol == "pure" and config.method not in LOGIT_LOSSES
@@ -677,8 +679,8 @@ def _run(session: Session, started: float) -> dict:
         )
     if config.resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
-        _check_same_run(state, config, checkpoint_path)
-        _check_same_teacher(state.get("teacher"), session.teacher_info, checkpoint_path)
+        _check_same_run(state, config, checkpoint_path,
+                        (session.teacher_info or {}).get("sha256"))
         try:
             student.load_state_dict(state["model_state"])
             if session.transfer_loss is not None:
@@ -926,37 +928,35 @@ def _save_checkpoint(session: Session, path: Path, epoch: int, history: list, to
     os.replace(temporary, path)  # atomic: a reader sees the old or the new file, never half
 
 
-def config_differences(saved: dict, config: TrainConfig) -> list[str]:
-    """The fields, other than those that only say how or where a run is executed, on which
-    ``saved`` (a config as written to a checkpoint or results.json) and ``config`` differ,
-    as ``"name: saved X, now Y"``; empty when ``config`` would repeat the saved run."""
-    current = _jsonable(asdict(config))
-    return [
+def run_differences(saved_run: dict, config: TrainConfig,
+                    teacher_sha256: str | None = None) -> list[str]:
+    """How ``config``, trained from the teacher whose checkpoint has SHA-256
+    ``teacher_sha256``, differs from ``saved_run`` (a checkpoint or a results.json: its
+    ``"config"`` and ``"teacher"``), as ``"name: saved X, now Y"``; empty when it would repeat
+    that run. Fields that only say how or where a run is executed are not compared; the
+    teacher is compared by hash (when both are known), not by path."""
+    saved, current = saved_run.get("config") or {}, _jsonable(asdict(config))
+    different = [
         f"{name}: saved {saved.get(name, '<missing>')!r}, now {value!r}"
         for name, value in current.items()
         if name not in _EXECUTION_FIELDS and saved.get(name, "<missing>") != value
     ]
+    saved_sha = (saved_run.get("teacher") or {}).get("sha256")
+    if saved_sha and teacher_sha256 and saved_sha != teacher_sha256:
+        different.append(f"teacher SHA-256: saved {saved_sha}, now {teacher_sha256} "
+                         f"(another teacher)")
+    return different
 
 
-def _check_same_run(state: dict, config: TrainConfig, path: Path) -> None:
-    saved = state["config"]
-    if not isinstance(saved, dict):
+def _check_same_run(state: dict, config: TrainConfig, path: Path,
+                    teacher_sha256: str | None) -> None:
+    if not isinstance(state["config"], dict):
         raise CheckpointError(f"checkpoint {path} holds no config")
-    different = config_differences(saved, config)
+    different = run_differences(state, config, teacher_sha256)
     if different:
         raise CheckpointError(
             f"checkpoint {path} was written by a different run; resuming needs the same "
             f"settings ({'; '.join(different)})"
-        )
-
-
-def _check_same_teacher(saved: dict | None, current: dict | None, path: Path) -> None:
-    saved_sha = (saved or {}).get("sha256")
-    current_sha = (current or {}).get("sha256")
-    if saved_sha and current_sha and saved_sha != current_sha:
-        raise CheckpointError(
-            f"{path} was trained from another teacher (SHA-256 {saved_sha[:12]}..., now "
-            f"{current_sha[:12]}...); resuming needs the same teacher checkpoint"
         )
 
 
