@@ -17,7 +17,7 @@ def test_readme_opens_with_exactly_two_commands_that_ci_runs():
     commands = [block.strip() for block in fenced_blocks("bash")]
     assert len(commands) == 2
     install_and_build, run_tests = commands
-    assert "pip install -r requirements.txt" in install_and_build
+    assert "python scripts/lock.py install" in install_and_build
     assert "jupyter-book build . -W" in install_and_build
     assert "pytest tests --nbval-lax book" in run_tests
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
