@@ -1,0 +1,147 @@
+r"""Comparing two methods over seeds: the book's two kinds of statistical claim.
+
+Each method is trained from several seeds and scored once per seed, giving samples ``a`` and
+``b``. With Welch's standard error of the difference of means,
+
+.. math::
+
+    d = \bar a - \bar b, \qquad
+    \mathrm{se} = \sqrt{s_a^2 / n_a + s_b^2 / n_b},
+
+and :math:`t_q` the :math:`q`-quantile of Student's :math:`t` with Welch-Satterthwaite degrees
+of freedom, a two-sided :math:`(1 - 2\alpha)` interval of the difference is
+:math:`d \pm t_{1-\alpha}\,\mathrm{se}`. The two claims:
+
+- **A is ahead of B** (:func:`ahead`): the one-sided test at level :math:`\alpha` rejects
+  "A is not better", i.e. :math:`d - t_{1-\alpha}\,\mathrm{se} > 0`. With a tolerance
+  :math:`\delta`, "A is not behind B by :math:`\delta` or more" (non-inferiority):
+  :math:`d - t_{1-\alpha}\,\mathrm{se} > -\delta`.
+- **A and B are on par within** :math:`\delta` (:func:`on_par`): two one-sided tests (TOST) at
+  level :math:`\alpha` reject both :math:`d \le -\delta` and :math:`d \ge \delta`, i.e. the
+  :math:`(1 - 2\alpha)` interval lies inside :math:`(-\delta, \delta)`. The tolerance
+  :math:`\delta` is fixed before the data are seen.
+
+A new environment (another torch, thread count or device) changes the floating-point order of
+training and so draws the training noise afresh: a claim that clears its threshold by a few
+standard errors here can miss it there. Each :class:`Claim` therefore reports its *margin*,
+how far its statistic clears its threshold in units of ``se``. Two independent runs differ by
+about :math:`\sqrt 2\,\mathrm{se}`, so a margin of :math:`m` fails on a re-run with probability
+about :math:`\Phi(-m / \sqrt 2)`, under 0.3% for :math:`m \ge 4`.
+
+When the environment variable ``PERCEPTCOH_CLAIMS_LOG`` names a file, every claim checked is
+appended to it as one JSON line, so the claims of two environments can be compared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["Claim", "difference", "ahead", "on_par", "DEFAULT_ALPHA"]
+
+DEFAULT_ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Welch's difference of means ``d = mean(a) - mean(b)``, its standard error and degrees
+    of freedom."""
+
+    d: float
+    se: float
+    dof: float
+
+    def bounds(self, alpha: float) -> tuple[float, float]:
+        """The two-sided ``(1 - 2 alpha)`` interval ``d -/+ t_{1 - alpha} se``."""
+        from scipy.stats import t
+
+        half = float(t.ppf(1 - alpha, self.dof)) * self.se
+        return self.d - half, self.d + half
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checked claim: what it says, its statistic, the threshold the statistic must clear,
+    and the margin in standard errors. ``holds`` is ``statistic > threshold`` for
+    :func:`ahead` and ``statistic < threshold`` for :func:`on_par`."""
+
+    name: str
+    kind: str  # "ahead" or "on par"
+    statistic: float
+    threshold: float
+    se: float
+    holds: bool
+    n: tuple[int, int]
+
+    @property
+    def margin(self) -> float:
+        """How far the statistic clears the threshold, in standard errors (negative: it fails)."""
+        gap = self.statistic - self.threshold if self.kind == "ahead" else self.threshold - self.statistic
+        return gap / self.se if self.se > 0 else float("inf") if gap > 0 else float("-inf")
+
+    def __str__(self) -> str:
+        relation = ">" if self.kind == "ahead" else "<"
+        verdict = "holds" if self.holds else "FAILS"
+        return (f"{self.name}: {self.statistic:+.4f} {relation} {self.threshold:+.4f}, "
+                f"margin {self.margin:.1f} se, {verdict}")
+
+
+def _sample(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+    sample = np.asarray(values, dtype=np.float64)
+    if sample.ndim != 1 or len(sample) < 2:
+        raise ValueError(f"{name} must be a 1-d sequence of at least 2 scores (one per seed), got shape {sample.shape}")
+    if not np.isfinite(sample).all():
+        raise ValueError(f"{name} holds a non-finite score: {sample.tolist()}")
+    return sample
+
+
+def difference(a: Sequence[float], b: Sequence[float]) -> Difference:
+    """Welch's difference of means of ``a`` and ``b``, with Welch-Satterthwaite degrees of freedom."""
+    a, b = _sample(a, "a"), _sample(b, "b")
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = float(np.sqrt(va + vb))
+    if se == 0:
+        dof = float(len(a) + len(b) - 2)
+    else:
+        dof = float((va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)))
+    return Difference(float(a.mean() - b.mean()), se, dof)
+
+
+def _log(claim: Claim) -> None:
+    path = os.environ.get("PERCEPTCOH_CLAIMS_LOG")
+    if path:
+        with open(path, "a") as handle:
+            handle.write(json.dumps({**asdict(claim), "margin": claim.margin}) + "\n")
+
+
+def ahead(a: Sequence[float], b: Sequence[float], name: str, alpha: float = DEFAULT_ALPHA,
+          lower_is_better: bool = False, tolerance: float = 0.0) -> Claim:
+    """Whether ``a`` is better than ``b`` at level ``alpha``: the lower end of the ``(1 - 2 alpha)``
+    interval of ``mean(a) - mean(b)`` is above ``-tolerance`` (with ``lower_is_better``, of
+    ``mean(b) - mean(a)``). ``tolerance = 0`` claims superiority; ``tolerance = delta > 0`` claims
+    non-inferiority, "not behind by ``delta`` or more"."""
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    step = difference(b, a) if lower_is_better else difference(a, b)
+    low, _ = step.bounds(alpha)
+    claim = Claim(name, "ahead", low, -tolerance, step.se, low > -tolerance, (len(a), len(b)))
+    _log(claim)
+    return claim
+
+
+def on_par(a: Sequence[float], b: Sequence[float], delta: float, name: str, alpha: float = DEFAULT_ALPHA) -> Claim:
+    """Whether ``a`` and ``b`` are equivalent within ``delta`` by two one-sided tests at level
+    ``alpha``: the ``(1 - 2 alpha)`` interval of ``mean(a) - mean(b)`` lies inside
+    ``(-delta, delta)``. The statistic is the interval's largest absolute end."""
+    if not delta > 0:
+        raise ValueError(f"delta must be a positive tolerance, got {delta}")
+    step = difference(a, b)
+    low, high = step.bounds(alpha)
+    statistic = max(abs(low), abs(high))
+    claim = Claim(name, "on par", statistic, delta, step.se, statistic < delta, (len(a), len(b)))
+    _log(claim)
+    return claim
