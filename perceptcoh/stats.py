@@ -9,7 +9,9 @@ Each method is trained from several seeds and scored once per seed, giving sampl
     \mathrm{se} = \sqrt{s_a^2 / n_a + s_b^2 / n_b},
 
 and :math:`t_q` the :math:`q`-quantile of Student's :math:`t` with Welch-Satterthwaite degrees
-of freedom, a two-sided :math:`(1 - 2\alpha)` interval of the difference is
+of freedom (or, when ``a[i]`` and ``b[i]`` share a seed, the paired form: :math:`d` the mean of
+the per-seed differences, :math:`\mathrm{se}` their standard deviation over :math:`\sqrt n`,
+:math:`n - 1` degrees of freedom), a two-sided :math:`(1 - 2\alpha)` interval of the difference is
 :math:`d \pm t_{1-\alpha}\,\mathrm{se}`. The two claims:
 
 - **A is ahead of B** (:func:`ahead`): the one-sided test at level :math:`\alpha` rejects
@@ -20,6 +22,9 @@ of freedom, a two-sided :math:`(1 - 2\alpha)` interval of the difference is
   level :math:`\alpha` reject both :math:`d \le -\delta` and :math:`d \ge \delta`, i.e. the
   :math:`(1 - 2\alpha)` interval lies inside :math:`(-\delta, \delta)`. The tolerance
   :math:`\delta` is fixed before the data are seen.
+- **A's score is beyond a fixed value c** (:func:`exceeds`): the same one-sided test with
+  :math:`b` replaced by the constant :math:`c` (:math:`\mathrm{se} = s_a/\sqrt{n_a}`,
+  :math:`n_a - 1` degrees of freedom).
 
 A new environment (another torch, thread count or device) changes the floating-point order of
 training and so draws the training noise afresh: a claim that clears its threshold by a few
@@ -41,7 +46,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Claim", "difference", "ahead", "on_par", "DEFAULT_ALPHA"]
+__all__ = ["Claim", "difference", "ahead", "on_par", "exceeds", "DEFAULT_ALPHA"]
 
 DEFAULT_ALPHA = 0.05
 
@@ -99,9 +104,21 @@ def _sample(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     return sample
 
 
-def difference(a: Sequence[float], b: Sequence[float]) -> Difference:
-    """Welch's difference of means of ``a`` and ``b``, with Welch-Satterthwaite degrees of freedom."""
-    a, b = _sample(a, "a"), _sample(b, "b")
+def difference(a: Sequence[float], b: Sequence[float] | float, paired: bool = False) -> Difference:
+    """Welch's difference of means of ``a`` and ``b``, with Welch-Satterthwaite degrees of freedom;
+    a number ``b`` is a constant (one-sample ``t``). ``paired``: ``a[i]`` and ``b[i]`` come from
+    the same seed (same data, initial student and batches), and the difference is the mean of
+    the per-seed differences, with their own spread (paired ``t``)."""
+    a = _sample(a, "a")
+    if paired:
+        b = _sample(b, "b")
+        if len(a) != len(b):
+            raise ValueError(f"paired samples need one score per seed on both sides, got {len(a)} and {len(b)}")
+        return difference(a - b, 0.0)
+    if np.isscalar(b):
+        se = float(a.std(ddof=1) / np.sqrt(len(a)))
+        return Difference(float(a.mean() - b), se, float(len(a) - 1))
+    b = _sample(b, "b")
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = float(np.sqrt(va + vb))
     if se == 0:
@@ -119,29 +136,45 @@ def _log(claim: Claim) -> None:
 
 
 def ahead(a: Sequence[float], b: Sequence[float], name: str, alpha: float = DEFAULT_ALPHA,
-          lower_is_better: bool = False, tolerance: float = 0.0) -> Claim:
+          lower_is_better: bool = False, tolerance: float = 0.0, paired: bool = False) -> Claim:
     """Whether ``a`` is better than ``b`` at level ``alpha``: the lower end of the ``(1 - 2 alpha)``
     interval of ``mean(a) - mean(b)`` is above ``-tolerance`` (with ``lower_is_better``, of
     ``mean(b) - mean(a)``). ``tolerance = 0`` claims superiority; ``tolerance = delta > 0`` claims
-    non-inferiority, "not behind by ``delta`` or more"."""
+    non-inferiority, "not behind by ``delta`` or more". ``paired``: see :func:`difference`."""
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    step = difference(b, a) if lower_is_better else difference(a, b)
+    step = difference(b, a, paired) if lower_is_better else difference(a, b, paired)
     low, _ = step.bounds(alpha)
     claim = Claim(name, "ahead", low, -tolerance, step.se, low > -tolerance, (len(a), len(b)))
     _log(claim)
     return claim
 
 
-def on_par(a: Sequence[float], b: Sequence[float], delta: float, name: str, alpha: float = DEFAULT_ALPHA) -> Claim:
+def on_par(a: Sequence[float], b: Sequence[float], delta: float, name: str, alpha: float = DEFAULT_ALPHA,
+           paired: bool = False) -> Claim:
     """Whether ``a`` and ``b`` are equivalent within ``delta`` by two one-sided tests at level
     ``alpha``: the ``(1 - 2 alpha)`` interval of ``mean(a) - mean(b)`` lies inside
-    ``(-delta, delta)``. The statistic is the interval's largest absolute end."""
+    ``(-delta, delta)``. The statistic is the interval's largest absolute end. ``paired``: see
+    :func:`difference`."""
     if not delta > 0:
         raise ValueError(f"delta must be a positive tolerance, got {delta}")
-    step = difference(a, b)
+    step = difference(a, b, paired)
     low, high = step.bounds(alpha)
     statistic = max(abs(low), abs(high))
     claim = Claim(name, "on par", statistic, delta, step.se, statistic < delta, (len(a), len(b)))
+    _log(claim)
+    return claim
+
+
+def exceeds(a: Sequence[float], threshold: float, name: str, alpha: float = DEFAULT_ALPHA,
+            lower_is_better: bool = False) -> Claim:
+    """Whether ``mean(a)`` is above ``threshold`` at level ``alpha`` (one-sample one-sided ``t``):
+    the lower end of its ``(1 - 2 alpha)`` interval is above it (with ``lower_is_better``, the
+    upper end is below it). The statistic is that end, minus the threshold, sign-flipped when
+    lower is better, so it must be above 0."""
+    step = difference(a, threshold)  # of mean(a) - threshold
+    low, high = step.bounds(alpha)
+    statistic = -high if lower_is_better else low
+    claim = Claim(name, "ahead", statistic, 0.0, step.se, statistic > 0, (len(a), 0))
     _log(claim)
     return claim

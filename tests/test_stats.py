@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from perceptcoh.stats import ahead, difference, on_par
+from perceptcoh.stats import ahead, difference, exceeds, on_par
 
 A = [0.91, 0.93, 0.90, 0.94, 0.92, 0.95]
 B = [0.85, 0.88, 0.86, 0.90, 0.84]
@@ -81,3 +81,25 @@ def test_claims_are_logged_when_asked(tmp_path, monkeypatch):
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [row["name"] for row in rows] == ["first", "second"]
     assert rows[0]["statistic"] == first.statistic and rows[1]["margin"] == second.margin
+
+
+def test_exceeds_is_the_one_sample_one_sided_test():
+    for threshold in (0.90, 0.92, 0.93, 0.95):
+        above = scipy_stats.ttest_1samp(A, threshold, alternative="greater").pvalue < 0.05
+        below = scipy_stats.ttest_1samp(A, threshold, alternative="less").pvalue < 0.05
+        assert exceeds(A, threshold, "above").holds == above, threshold
+        assert exceeds(A, threshold, "below", lower_is_better=True).holds == below, threshold
+    low, high = scipy_stats.ttest_1samp(A, 0.9).confidence_interval(confidence_level=0.9)
+    assert np.isclose(exceeds(A, 0.9, "x").statistic, low - 0.9, rtol=1e-12)
+    assert np.isclose(exceeds(A, 0.99, "x", lower_is_better=True).statistic, 0.99 - high, rtol=1e-12)
+
+
+def test_paired_is_the_paired_t_test():
+    a, b = A[:5], B
+    low, high = scipy_stats.ttest_rel(a, b).confidence_interval(confidence_level=0.9)
+    claim = on_par(a, b, 0.2, "paired", paired=True)
+    assert np.isclose(claim.statistic, max(abs(low), abs(high)), rtol=1e-12)
+    p_value = scipy_stats.ttest_rel(a, b, alternative="greater").pvalue
+    assert ahead(a, b, "paired", paired=True).holds == (p_value < 0.05)
+    with pytest.raises(ValueError, match="paired samples need one score per seed on both sides, got 6 and 5"):
+        ahead(A, B, "unequal", paired=True)
