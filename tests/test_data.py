@@ -47,9 +47,10 @@ CIFAR10_CLASSES = (
 )
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def cache_dir(tmp_path_factory):
-    """Every test of this module caches into one temporary folder, never ~/.cache."""
+    """Every test of this module caches into one temporary folder, never ~/.cache. Module
+    scope: the environment is restored after this module, before the notebooks run."""
     path = tmp_path_factory.mktemp("perceptcoh-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, str(path))
