@@ -23,8 +23,10 @@ def check_features(
 ) -> None:
     """Check that ``features`` is a floating ``(n, p)`` tensor with ``n >= min_samples``.
 
-    ``check_finite`` reads the values (one host synchronisation on a GPU); the shape and
-    dtype checks only read metadata.
+    ``check_finite`` reads the values: on a CPU a NaN or infinity raises ``ValueError`` here;
+    on a GPU the check is queued on the device (``torch._assert_async``), so it costs no host
+    synchronisation and a failure surfaces as a device-side assertion, naming ``name``, at the
+    next synchronisation. The shape and dtype checks only read metadata.
     """
     if not isinstance(features, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(features).__name__}")
@@ -41,8 +43,12 @@ def check_features(
         )
     if features.shape[1] < 1:
         raise ValueError(f"{name} needs at least one feature (column), got 0")
-    if check_finite and not bool(torch.isfinite(features).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    if check_finite:
+        if features.device.type == "cpu":
+            if not bool(torch.isfinite(features).all()):
+                raise ValueError(f"{name} contains NaN or infinite values")
+        else:
+            torch._assert_async(torch.isfinite(features).all(), f"{name} contains NaN or infinite values")
 
 
 def check_same_batch(

@@ -224,9 +224,15 @@ class RelationalKD(nn.Module):
     invariant to rescaling either side's features. If all points of a side coincide its
     distances are all 0 (``mu`` is floored at the smallest positive float).
 
-    The angle term is ``O(B^3)``: it is computed for a chunk of vertices ``j`` at a time, and
-    each chunk is recomputed during the backward pass (activation checkpointing), so memory
-    is ``O(chunk_size * B * (B + d))`` with ``d = max(p, q)`` rather than ``O(B^3)``.
+    The angle term reads each side through the Gram matrix ``G = x_c x_c^T`` of its centred
+    features ``x_c = x - mean(x)`` (differences do not change; centring limits cancellation)::
+
+        <x_i - x_j, x_k - x_j> = G_ik - G_ij - G_jk + G_jj,   ||x_i - x_j||^2 = G_ii + G_jj - 2 G_ij
+
+    so after one ``(B, B)`` product per side its ``B^3`` cosines cost elementwise operations,
+    not ``B^3 (p + q)`` multiply-adds. They are computed for a chunk of vertices ``j`` at a
+    time, and each chunk is recomputed during the backward pass (activation checkpointing),
+    so memory is ``O(chunk_size * B^2)`` rather than ``O(B^3)``.
 
     Args:
         distance_weight: weight of ``L_D``, ``>= 0`` (the paper's 25).
@@ -291,17 +297,20 @@ class RelationalKD(nn.Module):
     def angle_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """``L_A`` of two checked, full-precision feature tensors, chunk by chunk of vertices."""
         n = student.shape[0]
-        width = max(student.shape[1], teacher.shape[1])
+        student_gram = _centred_gram(student)
+        with torch.no_grad():
+            teacher_gram = _centred_gram(teacher)
         recompute = torch.is_grad_enabled() and student.requires_grad
         total = student.new_zeros(())
-        for start, stop in row_chunks(n, n * (n + width), self.chunk_size, student.device):
+        # About four (c, B, B) temporaries per chunk: the inner products and two scalings.
+        for start, stop in row_chunks(n, 4 * n * n, self.chunk_size, student.device):
             if recompute:
                 # Keeps only the chunk's inputs for the backward pass, not its (c, B, B) angles.
                 total = total + checkpoint(
-                    _angle_huber_sum, student, teacher, start, stop, use_reentrant=False
+                    _angle_huber_sum, student_gram, teacher_gram, start, stop, use_reentrant=False
                 )
             else:
-                total = total + _angle_huber_sum(student, teacher, start, stop)
+                total = total + _angle_huber_sum(student_gram, teacher_gram, start, stop)
         return total / n**3
 
 
@@ -466,28 +475,33 @@ def _normalised_distances(features: torch.Tensor, off_diagonal: torch.Tensor) ->
     return distances / mean.clamp_min(torch.finfo(distances.dtype).tiny)
 
 
-def _unit_differences(features: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """``e[c, i] = (x_i - x_j) / ||x_i - x_j||`` for the vertices ``j = start + c``.
+def _centred_gram(features: torch.Tensor) -> torch.Tensor:
+    """``G = x_c x_c^T`` with ``x_c = x - mean(x)``: every inner product of differences."""
+    centred = features - features.mean(dim=0)
+    return centred @ centred.T
 
-    ``e[c, j] = 0`` (``i = j``), with no gradient.
-    """
-    vertices = torch.arange(start, stop, device=features.device)
-    differences = features[None, :, :] - features[start:stop, None, :]
-    units = F.normalize(differences, dim=-1)
-    points = torch.arange(features.shape[0], device=features.device)
-    is_vertex = points[None, :] == vertices[:, None]
-    return units.masked_fill(is_vertex[:, :, None], 0)
+
+def _angles(gram: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """``psi[c, i, k] = <e_ji, e_jk>`` for the vertices ``j = start + c`` from the Gram matrix,
+    with ``e_jj = 0``: 0 whenever ``i = j`` or ``k = j``, and for a point equal to the vertex."""
+    vertex_rows = gram[start:stop]  # G_ji = G_ij
+    vertex_norms = gram.diagonal()[start:stop]  # G_jj
+    inner = gram[None] - vertex_rows[:, :, None] - vertex_rows[:, None, :] + vertex_norms[:, None, None]
+    squared = gram.diagonal()[None] + vertex_norms[:, None] - 2 * vertex_rows  # ||x_i - x_j||^2
+    inverse = torch.where(squared > 0, squared.clamp_min(torch.finfo(gram.dtype).tiny).rsqrt(), 0.0)
+    points = torch.arange(gram.shape[0], device=gram.device)
+    is_vertex = points[None, :] == torch.arange(start, stop, device=gram.device)[:, None]
+    inverse = inverse.masked_fill(is_vertex, 0)
+    return inner * inverse[:, :, None] * inverse[:, None, :]
 
 
 def _angle_huber_sum(
-    student: torch.Tensor, teacher: torch.Tensor, start: int, stop: int
+    student_gram: torch.Tensor, teacher_gram: torch.Tensor, start: int, stop: int
 ) -> torch.Tensor:
     """``sum_{j in [start, stop), i, k} h(psi_A(x)_ijk - psi_A(y)_ijk)``."""
-    student_units = _unit_differences(student, start, stop)
-    student_angles = student_units @ student_units.transpose(1, 2)
+    student_angles = _angles(student_gram, start, stop)
     with torch.no_grad():
-        teacher_units = _unit_differences(teacher, start, stop)
-        teacher_angles = teacher_units @ teacher_units.transpose(1, 2)
+        teacher_angles = _angles(teacher_gram, start, stop)
     return F.smooth_l1_loss(student_angles, teacher_angles, reduction="sum", beta=1.0)
 
 

@@ -54,16 +54,19 @@ class PerceptionCoherenceLoss(nn.Module):
         chunk_size: anchors processed at once. The ``O(B^3)`` comparisons are made one chunk
             of anchors at a time, so memory is ``O(B^2 + chunk_size * B^2)``; ``None`` picks
             a chunk from a per-device element budget.
-        check_finite: check that the features hold no NaN/Inf (one host synchronisation per
-            call on a GPU). A training loop that checks its loss itself can turn it off; a
-            NaN in the student's features then makes the loss NaN, while the teacher's
-            features must be finite (its ranks come from a sort).
-        global_batch: under ``torch.distributed`` with several processes, rank each
-            process's anchors against the whole global batch (features gathered from every
-            process, the gradient kept for the local part). The value returned is the world
-            size times this process's share, so its mean over processes is the global-batch
-            loss and DDP's gradient averaging yields that loss's exact gradient. Every
-            process must hold the same number of samples.
+        check_finite: check that the features hold no NaN/Inf: a ``ValueError`` on a CPU, a
+            device-side assertion on a GPU (no host synchronisation). Turned off, a NaN or
+            infinity in either side's features makes the loss NaN; it never gives a finite
+            loss silently (the teacher's ranks come from a sort, which would hide it, so its
+            dissimilarities are added to the targets times 0).
+        process_group: ``None`` (default) ranks each process's batch on its own, with no
+            collective communication. A ``torch.distributed`` process group (for example
+            ``torch.distributed.group.WORLD``) ranks each process's anchors against the
+            batches of every process in it (features gathered, the gradient kept for the
+            local part). The value returned is then the group's size times this process's
+            share, so its mean over processes is the global-batch loss and DDP's gradient
+            averaging yields that loss's exact gradient. Every process must hold the same
+            number of samples.
 
     ``forward(student_features, teacher_features)`` takes ``(B, q)`` and ``(B, p)`` floating
     tensors (``q`` and ``p`` may differ, ``B >= 3``) and returns a 0-dim tensor whose
@@ -82,7 +85,7 @@ class PerceptionCoherenceLoss(nn.Module):
         teacher_tau: float = 0.0,
         chunk_size: int | None = None,
         check_finite: bool = True,
-        global_batch: bool = True,
+        process_group: torch.distributed.ProcessGroup | None = None,
     ) -> None:
         super().__init__()
         self.tau = check_positive(tau, "tau")
@@ -94,7 +97,12 @@ class PerceptionCoherenceLoss(nn.Module):
         self.teacher_tau = check_positive(teacher_tau, "teacher_tau", allow_zero=True)
         self.chunk_size = check_chunk_size(chunk_size)
         self.check_finite = bool(check_finite)
-        self.global_batch = bool(global_batch)
+        if process_group is not None and not (
+            torch.distributed.is_available() and isinstance(process_group, torch.distributed.ProcessGroup)
+        ):
+            raise TypeError(f"process_group must be None or a torch.distributed.ProcessGroup, "
+                            f"got {type(process_group).__name__}")
+        self.process_group = process_group
 
     def extra_repr(self) -> str:
         return (
@@ -112,9 +120,10 @@ class PerceptionCoherenceLoss(nn.Module):
         with torch.autocast(device_type=device.type, enabled=False):
             student = _full_precision(student_features)
             teacher = _full_precision(teacher_features.detach())
-            world_size = _distributed_world_size() if self.global_batch else 1
+            group = self.process_group
+            world_size = 1 if group is None else torch.distributed.get_world_size(group)
             if world_size > 1:
-                anchors, student, teacher = _gather_global_batch(student, teacher)
+                anchors, student, teacher = _gather_global_batch(student, teacher, group)
             else:
                 anchors = torch.arange(student.shape[0], device=device)
             batch = student.shape[0]
@@ -124,6 +133,9 @@ class PerceptionCoherenceLoss(nn.Module):
                     target = soft_ranks(teacher_distances, anchors, self.teacher_tau, self.chunk_size)
                 else:
                     target = exact_ranks(teacher_distances, anchors)
+                # A sort turns NaN into ranks; this keeps a non-finite teacher from giving a
+                # finite loss (on the device: no host synchronisation).
+                target = target + 0 * teacher_distances.sum(dim=-1, keepdim=True)
             student_distances = pairwise(student[anchors], student, self.metric_student)
             inverse_temperature = 1 / (self.tau * row_scale(student_distances.detach(), anchors))
             # Each process sums its own anchors' rows; scaled by the world size, the mean
@@ -140,16 +152,11 @@ class PerceptionCoherenceLoss(nn.Module):
             )
 
 
-def _distributed_world_size() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return 1
-
-
 def _gather_global_batch(
-    student: torch.Tensor, teacher: torch.Tensor
+    student: torch.Tensor, teacher: torch.Tensor, group: torch.distributed.ProcessGroup
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Concatenate every process's batch; only the student side keeps its gradient.
+    """Concatenate the batches of every process in ``group``; only the student side keeps
+    its gradient.
 
     The gather's backward sums, for this process's slice, the gradients that every
     process's rows send to it, so the local features receive their full gradient.
@@ -157,10 +164,10 @@ def _gather_global_batch(
     """
     from torch.distributed.nn.functional import all_gather
 
-    rank, local = torch.distributed.get_rank(), student.shape[0]
-    student_all = torch.cat(all_gather(student))
-    teacher_parts = [torch.empty_like(teacher) for _ in range(torch.distributed.get_world_size())]
-    torch.distributed.all_gather(teacher_parts, teacher.contiguous())
+    rank, local = torch.distributed.get_rank(group), student.shape[0]
+    student_all = torch.cat(all_gather(student, group=group))
+    teacher_parts = [torch.empty_like(teacher) for _ in range(torch.distributed.get_world_size(group))]
+    torch.distributed.all_gather(teacher_parts, teacher.contiguous(), group=group)
     anchors = torch.arange(rank * local, (rank + 1) * local, device=student.device)
     return anchors, student_all, torch.cat(teacher_parts)
 

@@ -27,8 +27,8 @@ size): the file to give a transfer run as ``teacher_checkpoint``.
 
 Several GPUs: launched by ``torchrun``, each process takes ``batch_size / world_size``
 samples of every global batch, the model (and the loss's learnable parts) are wrapped in
-DDP, and the PC loss ranks each process's anchors against the global batch (its
-``global_batch=True`` default). Only rank 0 writes files.
+DDP, and the PC loss ranks each process's anchors against the global batch (the engine
+passes it ``process_group=torch.distributed.group.WORLD``). Only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -461,6 +461,9 @@ def prepare(config: TrainConfig, *, teacher: nn.Module | None = None) -> Session
         if "check_finite" in _parameters(LOSSES[config.method]):
             # The epoch's loss is checked once instead: no host synchronisation per step.
             options.setdefault("check_finite", False)
+        if world_size > 1 and "process_group" in _parameters(LOSSES[config.method]):
+            # PC ranks each process's anchors against the global batch (an explicit opt-in).
+            options.setdefault("process_group", torch.distributed.group.WORLD)
         transfer_loss = build_loss(
             config.method,
             student_dim=getattr(student, "feature_dim", None),

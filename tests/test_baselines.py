@@ -235,6 +235,39 @@ def test_relational_kd_reference_uses_large_differences_too():
     assert loss(s, t).item() == pytest.approx(expected, rel=1e-10)
 
 
+def rkd_angle_from_differences(student, teacher):
+    """L_A from explicit unit difference vectors, all (B, B, B) angles at once: the slow,
+    differentiable form that the Gram-matrix kernel replaces."""
+    def angles(x):
+        units = torch.nn.functional.normalize(x[None, :, :] - x[:, None, :], dim=-1)  # [j, i]: e_ji
+        return units @ units.transpose(1, 2)  # [j, i, k]: <e_ji, e_jk>
+
+    total = torch.nn.functional.smooth_l1_loss(angles(student), angles(teacher), reduction="sum", beta=1.0)
+    return total / student.shape[0] ** 3
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_relational_kd_angle_kernel_has_the_reference_gradient(chunk_size):
+    s = features(B, Q, 40).requires_grad_()
+    reference_s = s.detach().clone().requires_grad_()
+    t = features(B, P, 41) * 3
+    value = RelationalKD(distance_weight=0.0, angle_weight=1.0, chunk_size=chunk_size)(s, t)
+    reference = rkd_angle_from_differences(reference_s, t)
+    value.backward()
+    reference.backward()
+    assert value.item() == pytest.approx(rkd_angle_reference(s.detach(), t), rel=1e-10)
+    torch.testing.assert_close(value, reference, rtol=1e-12, atol=0)
+    torch.testing.assert_close(s.grad, reference_s.grad, rtol=1e-9, atol=1e-14)
+
+
+def test_relational_kd_angle_kernel_in_float32_survives_a_large_common_offset():
+    # Centring the features before the Gram matrix keeps the cancellation in
+    # G_ik - G_ij - G_jk + G_jj small although every feature sits far from the origin.
+    s, t = features(64, 16, 42) + 100, features(64, 32, 43) - 50
+    value32 = RelationalKD(distance_weight=0.0, angle_weight=1.0)(s.float(), t.float())
+    assert value32.item() == pytest.approx(rkd_angle_from_differences(s, t).item(), rel=1e-4)
+
+
 @pytest.mark.parametrize("eps", [1e-7, 1e-2])
 def test_pkt_matches_reference(eps):
     s, t = features(B, Q, 13), features(B, P, 14)

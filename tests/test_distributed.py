@@ -1,4 +1,5 @@
-"""Under DDP the PC loss ranks over the global batch: 2 CPU processes with gloo."""
+"""Given a process group, the PC loss ranks over the global batch: 2 CPU processes with gloo.
+Without one it makes no collective call, even where a process group exists."""
 
 from __future__ import annotations
 
@@ -27,9 +28,11 @@ def worker(rank: int, init_file: str, out_dir: str) -> None:
         student, teacher = inputs()
         local = slice(rank * BATCH // WORLD_SIZE, (rank + 1) * BATCH // WORLD_SIZE)
         student_local = student[local].clone().requires_grad_(True)
-        value = PerceptionCoherenceLoss(tau=0.2)(student_local, teacher[local])
+        value = PerceptionCoherenceLoss(tau=0.2, process_group=dist.group.WORLD)(student_local, teacher[local])
         value.backward()
-        torch.save({"value": value.detach(), "grad": student_local.grad},
+        # The default ranks the local batch alone: no collective, although a group exists.
+        local_only = PerceptionCoherenceLoss(tau=0.2)(student[local], teacher[local])
+        torch.save({"value": value.detach(), "grad": student_local.grad, "local_only": local_only},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -56,3 +59,5 @@ def test_global_batch_loss_equals_single_process_loss(tmp_path):
     halves = [PerceptionCoherenceLoss(tau=0.2)(student[s].detach(), teacher[s])
               for s in (slice(0, BATCH // 2), slice(BATCH // 2, BATCH))]
     assert abs(float(sum(halves) / 2) - float(single.detach())) > 1e-3
+    for rank, result in enumerate(results):
+        torch.testing.assert_close(result["local_only"], halves[rank])

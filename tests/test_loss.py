@@ -219,3 +219,36 @@ def test_cuda_matches_cpu(metric):
     torch.testing.assert_close(
         dissimilarity(teacher_cpu.cuda(), metric=metric).cpu(), dissimilarity(teacher_cpu, metric=metric)
     )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_default_loss_never_waits_for_the_device():
+    student = torch.randn(64, 8, device="cuda", requires_grad=True)
+    teacher = torch.randn(64, 32, device="cuda")
+    loss = PerceptionCoherenceLoss()  # default arguments, finite check included
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss(student, teacher).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    assert torch.isfinite(student.grad).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_finite_check_fails_on_the_device():
+    import subprocess
+    import sys
+
+    # A device-side assertion poisons the CUDA context, so it runs in a process of its own.
+    script = (
+        "import torch\n"
+        "from perceptcoh import PerceptionCoherenceLoss\n"
+        "teacher = torch.randn(8, 4, device='cuda')\n"
+        "teacher[0, 0] = float('nan')\n"
+        "PerceptionCoherenceLoss()(torch.randn(8, 2, device='cuda'), teacher)\n"
+        "torch.cuda.synchronize()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode != 0 and "assert" in result.stderr.lower(), result.stderr

@@ -126,3 +126,15 @@ def test_chunk_size(chunk_size):
 def test_finite_check_can_be_turned_off_for_training_loops():
     loss = PerceptionCoherenceLoss(check_finite=False)
     assert torch.isnan(loss(with_value(float("nan")), GOOD))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_teacher_never_gives_a_finite_loss(bad):
+    loss = PerceptionCoherenceLoss(check_finite=False)
+    assert torch.isnan(loss(GOOD, with_value(bad)))
+    assert torch.isnan(PerceptionCoherenceLoss(check_finite=False, teacher_tau=0.1)(GOOD, with_value(bad)))
+
+
+def test_process_group_must_be_a_process_group():
+    with pytest.raises(TypeError, match="process_group must be None or a torch.distributed.ProcessGroup, got bool"):
+        PerceptionCoherenceLoss(process_group=True)
