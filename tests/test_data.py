@@ -71,9 +71,9 @@ def load_timed(name: str, split: str, root: Path) -> tuple[ImageDataset, float]:
     return dataset, time.perf_counter() - start
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_data(cache_dir):
-    """Both CIFAR copies, each split decoded once per session into the temporary cache.
+    """Both CIFAR copies, each split decoded once (for this module) into the temporary cache.
 
     The two datasets load side by side: xz decompression (CIFAR-100) runs outside the GIL,
     so it overlaps with the JPEG decoding (CIFAR-10), which holds it.
@@ -92,14 +92,14 @@ def real_data(cache_dir):
         return {name: future.result() for name, future in futures.items()}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cifar100(real_data):
     if real_data["cifar100"] is None:
         pytest.skip(f"shared data folder {SHARED_DATA / 'cifar100'} is absent")
     return real_data["cifar100"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cifar10(real_data):
     if real_data["cifar10"] is None:
         pytest.skip(f"shared data folder {SHARED_DATA / 'cifar10-jpeg'} is absent")
