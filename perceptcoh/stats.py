@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Claim", "difference", "ahead", "on_par", "exceeds", "DEFAULT_ALPHA"]
+__all__ = ["DEFAULT_ALPHA", "Claim", "ahead", "difference", "exceeds", "on_par"]
 
 DEFAULT_ALPHA = 0.05
 
