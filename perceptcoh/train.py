@@ -17,7 +17,8 @@ Every hyper-parameter is a field of :class:`TrainConfig`; :func:`run` reads it t
 data, models, loss, optimiser, optional resume, the epoch loop (:func:`train_epoch`), the
 final evaluation (:func:`perceptcoh.evaluate.evaluate_models`) and ``results.json``.
 
-Checkpoints: after every epoch ``output_dir/checkpoint.pt`` is replaced atomically. It holds
+Checkpoints: after every epoch (every ``checkpoint_every`` epochs, and always after the last
+and before a time-limit stop) ``output_dir/checkpoint.pt`` is replaced atomically. It holds
 the model, the transfer loss's learnable parts, optimiser, scheduler, torch RNG states and
 the config. The permutation and augmentation generators are re-seeded every epoch from
 ``(seed, epoch, rank)``, so a run resumed from epoch ``e`` draws exactly the batches of an
@@ -109,7 +110,7 @@ _AUGMENTATION = {"cifar10": (4, True), "cifar100": (4, True), "digits": (1, Fals
 _EXECUTION_FIELDS = frozenset(
     {"data_root", "teacher_checkpoint", "device", "amp", "channels_last", "compile", "eval_every",
      "eval_batch_size", "teacher_probes", "triplet_points", "output_dir", "resume",
-     "time_limit", "progress"}
+     "time_limit", "checkpoint_every", "progress"}
 )
 
 
@@ -234,6 +235,10 @@ class TrainConfig:
         None, "seconds: stop after the epoch past which another epoch would exceed this "
         "wall time (checkpoint saved, no results.json); continue later with resume"
     )
+    checkpoint_every: int = _option(
+        1, "replace checkpoint.pt every this many epochs; always after the last epoch and "
+        "before a time-limit stop; 0: only then"
+    )
     progress: bool = _option(
         True, "report each epoch: a tqdm bar on a terminal, one line per epoch otherwise"
     )
@@ -325,6 +330,7 @@ def validate(config: TrainConfig, *, teacher_given: bool = False) -> TrainConfig
     integer("eval_batch_size", config.eval_batch_size, 1)
     integer("triplet_points", config.triplet_points, 3)
     real("time_limit", config.time_limit, 0, optional=True)
+    integer("checkpoint_every", config.checkpoint_every, 0)
     if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
     output_dir = config.output_dir
@@ -648,8 +654,9 @@ def run(config: TrainConfig) -> dict:
     """Train as ``config`` says, evaluate, and write ``results.json``; returns the results.
 
     ``method="ce"`` trains with cross-entropy alone (a teacher, or the student baseline);
-    any other method transfers from ``teacher_checkpoint`` under ``protocol``. After every
-    epoch the checkpoint is replaced; with ``resume`` a run continues from it. When
+    any other method transfers from ``teacher_checkpoint`` under ``protocol``. Every
+    ``checkpoint_every`` epochs, after the last and before a time-limit stop, the checkpoint is
+    replaced; with ``resume`` a run continues from it. When
     ``time_limit`` stops a run early, the returned dict has ``completed: False`` and no
     ``results.json`` is written.
 
@@ -723,16 +730,17 @@ def _run(session: Session, started: float) -> dict:
                     amp=config.amp, channels_last=config.channels_last,
                 )
         history.append(record)
-        totals["wall_seconds"] = wall_offset + time.perf_counter() - started
-        if is_writer:
-            _save_checkpoint(session, checkpoint_path, epoch + 1, history, totals)
-        reporter.epoch(record)
         if not last and config.time_limit is not None:
             # Stop if another epoch would end past the limit; every process must agree.
             elapsed = time.perf_counter() - started
-            if _any_process(session, elapsed + stats["seconds"] > config.time_limit):
-                stopped_early = True
-                break
+            stopped_early = _any_process(session, elapsed + stats["seconds"] > config.time_limit)
+        every = config.checkpoint_every
+        if is_writer and (last or stopped_early or (every and (epoch + 1) % every == 0)):
+            totals["wall_seconds"] = wall_offset + time.perf_counter() - started
+            _save_checkpoint(session, checkpoint_path, epoch + 1, history, totals)
+        reporter.epoch(record)
+        if stopped_early:
+            break
     reporter.close()
     if stopped_early:
         return {"completed": False, "epoch": history[-1]["epoch"], "epochs": config.epochs,

@@ -206,6 +206,31 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(teacher, tmp
     assert resumed["metrics"] == uninterrupted["metrics"]
 
 
+@pytest.mark.parametrize("every, time_limit, saved", [(1, None, [1, 2, 3]), (2, None, [2, 3]),
+                                                      (0, None, [3]), (0, 0, [1])])
+def test_checkpoint_interval(tmp_path, monkeypatch, every, time_limit, saved):
+    import perceptcoh.train as engine
+
+    written = []
+    save = engine._save_checkpoint
+
+    def recording(session, path, epoch, *rest, **options):
+        if path.name == CHECKPOINT_NAME:
+            written.append(epoch)
+        return save(session, path, epoch, *rest, **options)
+
+    monkeypatch.setattr(engine, "_save_checkpoint", recording)
+    result = run(tiny(epochs=3, checkpoint_every=every, time_limit=time_limit, output_dir=str(tmp_path)))
+    assert written == saved
+    assert result["completed"] == (time_limit is None)
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == saved[-1]
+
+
+def test_checkpoint_interval_must_be_a_count():
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        run(tiny(checkpoint_every=-1))
+
+
 def test_corrupt_checkpoint_gives_a_clear_error(teacher, tmp_path):
     checkpoint = tmp_path / CHECKPOINT_NAME
     checkpoint.write_bytes(b"not a checkpoint at all")
