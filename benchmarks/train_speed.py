@@ -44,7 +44,7 @@ def measure_ours(args: argparse.Namespace, device: torch.device) -> dict:
         dataset="cifar100", data_root=args.data_root, model=STUDENT, teacher=TEACHER,
         method="pc", beta=BETA,
         loss_options={"tau": TAU}, batch_size=args.batch_size, lr=0.1, device=str(device),
-        amp=True, channels_last=True, compile=args.compile, progress=False, epochs=1,
+        precision="auto", channels_last=True, compile=args.compile, progress=False, epochs=1,
         output_dir="unused",
     )
     torch.manual_seed(0)
@@ -54,7 +54,7 @@ def measure_ours(args: argparse.Namespace, device: torch.device) -> dict:
     stats = train_epoch(session, 1, max_steps=args.steps)
     return {"images": stats["images"], "seconds": stats["seconds"],
             "steps": stats["images"] // args.batch_size, "loss": stats["loss"],
-            "amp_bf16": device.type == "cuda", "channels_last": True}
+            "precision": session.precision, "channels_last": True}
 
 
 class PILImages(torch.utils.data.Dataset):
@@ -124,7 +124,7 @@ def measure_dataloader(args: argparse.Namespace, device: torch.device) -> dict:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return {"images": images, "seconds": seconds, "steps": steps, "loss": running / total_steps,
-            "amp_bf16": False, "channels_last": False, "workers": args.workers}
+            "precision": "fp32", "channels_last": False, "workers": args.workers}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
           f"device {device}")
     print(f"{'pipeline':<12} {'images/s':>10} {'seconds':>9} {'steps':>6}  precision, layout")
     for name, row in rows.items():
-        layout = ("bf16" if row["amp_bf16"] else "fp32") + (
+        layout = row["precision"] + (
             ", channels_last" if row["channels_last"] else ", NCHW")
         print(f"{name:<12} {row['images_per_second']:>10,.0f} {row['seconds']:>9.2f} "
               f"{row['steps']:>6}  {layout}")

@@ -35,7 +35,7 @@ _TRANSFER_ONLY = ("method", "teacher", "teacher_checkpoint", "protocol", "beta",
 
 def build_parser() -> argparse.ArgumentParser:
     from .models import MODELS
-    from .train import DATASETS, METHODS, PROTOCOLS, SCHEDULES, TrainConfig
+    from .train import DATASETS, METHODS, PRECISIONS, PROTOCOLS, SCHEDULES, TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="python -m perceptcoh",
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     choices = {
         "dataset": DATASETS, "model": sorted(MODELS), "teacher": sorted(MODELS),
         "method": [m for m in METHODS if m != "ce"], "protocol": PROTOCOLS,
-        "schedule": SCHEDULES,
+        "schedule": SCHEDULES, "precision": PRECISIONS,
     }
     descriptions = {
         "train-teacher": "Train a model with cross-entropy alone: a teacher, or the student "

@@ -14,7 +14,9 @@ at a time, and returns Python floats. Accuracies are fractions in ``[0, 1]``.
 
 from __future__ import annotations
 
+import contextlib
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,17 +48,17 @@ def top1_accuracy(
     dataset: ImageDataset,
     batch_size: int = 1024,
     *,
-    amp: bool = True,
     channels_last: bool = True,
 ) -> float:
     """Fraction of ``dataset`` whose label is the arg-max of the model's logits.
 
     ``model`` returns ``(features, logits)``; it is run in eval mode under
     ``torch.inference_mode`` on its own device (``dataset`` may live elsewhere: batches are
-    moved), on images normalised with ``dataset.mean``/``dataset.std``, with bf16 autocast
-    on CUDA when ``amp``. The model's train/eval mode is restored afterwards.
+    moved), on images normalised with ``dataset.mean``/``dataset.std``, in IEEE float32 (no
+    autocast, and no TF32 on a GPU: a lower precision reorders nearby points and changes their
+    exact ranks). The model's train/eval mode is restored afterwards.
     """
-    _, logits, labels = _outputs(model, dataset, batch_size, amp=amp, channels_last=channels_last)
+    _, logits, labels = _outputs(model, dataset, batch_size, channels_last=channels_last)
     return float((logits.argmax(dim=1) == labels).float().mean())
 
 
@@ -65,29 +67,47 @@ def extract_features(
     dataset: ImageDataset,
     batch_size: int = 1024,
     *,
-    amp: bool = True,
     channels_last: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's features of every image of ``dataset``, in order, and their labels.
 
     Same conventions as :func:`top1_accuracy`. Returns ``(features, labels)``: a float32
-    ``(N, feature_dim)`` tensor (bf16 outputs are widened) and an int64 ``(N,)`` tensor, both
-    on the model's device, neither requiring gradient.
+    ``(N, feature_dim)`` tensor and an int64 ``(N,)`` tensor, both on the model's device,
+    neither requiring gradient.
     """
-    features, _, labels = _outputs(model, dataset, batch_size, amp=amp, channels_last=channels_last)
+    features, _, labels = _outputs(model, dataset, batch_size, channels_last=channels_last)
     return features, labels
 
 
+@contextlib.contextmanager
+def ieee_float32(device: torch.device):
+    """Float32 matmuls and convolutions in full IEEE precision on ``device``: TF32 (a 10-bit
+    mantissa) off for the duration, the previous settings restored after. Nothing to do on a
+    CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul_precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.backends.cudnn.flags(
+            enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
+            deterministic=torch.backends.cudnn.deterministic, allow_tf32=False,
+        ):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(matmul_precision)
+
+
 def _outputs(
-    model: nn.Module, dataset: ImageDataset, batch_size: int, *, amp: bool, channels_last: bool
+    model: nn.Module, dataset: ImageDataset, batch_size: int, *, channels_last: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Features, logits (both float32) and labels of the whole set, on the model's device."""
+    """Features, logits (both IEEE float32) and labels of the whole set, on the model's device."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if len(dataset) == 0:
         raise ValueError("dataset is empty")
     device = _model_device(model)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
     was_training = model.training
     model.eval()
     features, logits = [], []
@@ -95,7 +115,7 @@ def _outputs(
     mean = torch.tensor(dataset.mean, dtype=torch.float32).to(device)
     std = torch.tensor(dataset.std, dtype=torch.float32).to(device)
     try:
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), ieee_float32(device):
             for start in range(0, len(dataset), batch_size):
                 images = dataset.images[start : start + batch_size].to(device, non_blocking=True)
                 inputs = normalize(images, mean, std, channels_last=channels_last)
@@ -381,7 +401,6 @@ def evaluate_models(
     max_points: int | None = 1000,
     gap_max_points: int | None = None,
     batch_size: int = 1024,
-    amp: bool = True,
     channels_last: bool = True,
     seed: int = 0,
 ) -> dict[str, float]:
@@ -396,36 +415,38 @@ def evaluate_models(
       (with ``teacher_probes``) ``teacher_top1``, the teacher's probes and retrieval as
       ``teacher_*``.
     """
-    common = dict(batch_size=batch_size, amp=amp, channels_last=channels_last)
-    results: dict[str, float] = {}
-    sides = [("", student)] + ([("teacher_", teacher)] if teacher is not None else [])
-    test_features = {}
-    for prefix, model in sides:
-        features, logits, labels = _outputs(model, test_set, **common)
-        test_features[prefix] = features
-        if prefix and not teacher_probes:
-            continue
-        if classifier or prefix:
-            results[f"{prefix}top1"] = float((logits.argmax(dim=1) == labels).float().mean())
-        if train_set is not None:
-            train_features, train_labels = extract_features(model, train_set, **common)
-            num_classes = max(train_set.num_classes, test_set.num_classes)
-            results[f"{prefix}linear_probe_top1"] = linear_probe_accuracy(
-                train_features, train_labels, features, labels, num_classes=num_classes
+    common = dict(batch_size=batch_size, channels_last=channels_last)
+    # IEEE float32 for the forward passes and for the distances of the metrics.
+    with ieee_float32(_model_device(student)):
+        results: dict[str, float] = {}
+        sides = [("", student)] + ([("teacher_", teacher)] if teacher is not None else [])
+        test_features = {}
+        for prefix, model in sides:
+            features, logits, labels = _outputs(model, test_set, **common)
+            test_features[prefix] = features
+            if prefix and not teacher_probes:
+                continue
+            if classifier or prefix:
+                results[f"{prefix}top1"] = float((logits.argmax(dim=1) == labels).float().mean())
+            if train_set is not None:
+                train_features, train_labels = extract_features(model, train_set, **common)
+                num_classes = max(train_set.num_classes, test_set.num_classes)
+                results[f"{prefix}linear_probe_top1"] = linear_probe_accuracy(
+                    train_features, train_labels, features, labels, num_classes=num_classes
+                )
+                results[f"{prefix}knn_top1"] = knn_accuracy(
+                    train_features, train_labels, features, labels,
+                    k=min(k, len(train_set)), metric=metric,
+                )
+            results[f"{prefix}retrieval_map"] = retrieval_map(features, labels, metric=metric)
+        if teacher is not None:
+            results.update(
+                transfer_metrics(
+                    test_features["teacher_"], test_features[""], max_points,
+                    gap_max_points=gap_max_points, seed=seed,
+                )
             )
-            results[f"{prefix}knn_top1"] = knn_accuracy(
-                train_features, train_labels, features, labels,
-                k=min(k, len(train_set)), metric=metric,
-            )
-        results[f"{prefix}retrieval_map"] = retrieval_map(features, labels, metric=metric)
-    if teacher is not None:
-        results.update(
-            transfer_metrics(
-                test_features["teacher_"], test_features[""], max_points,
-                gap_max_points=gap_max_points, seed=seed,
-            )
-        )
-    return results
+        return results
 
 
 def _check_labelled(features: torch.Tensor, labels: torch.Tensor, name: str) -> None:

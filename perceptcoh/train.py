@@ -7,8 +7,9 @@
 
 Written for speed on one GPU, the way airbench is: the whole training set sits on the device
 as one uint8 tensor; each epoch draws one permutation there and a batch is a slice of it;
-random crops and flips are a few tensor ops on the batch; the forward runs in bf16 autocast
-and channels_last; and a training step never waits for the device: losses and correct
+random crops and flips are a few tensor ops on the batch; the forward runs in the precision
+of :func:`resolve_precision` (bf16 autocast on recent GPUs, fp16 with a gradient scaler on
+older ones such as Colab's T4, fp32 on a CPU) and channels_last; evaluation is IEEE fp32; and a training step never waits for the device: losses and correct
 counts are summed on the device and read once per epoch, when the epoch's loss is also
 checked for NaN/Inf. The teacher is frozen, in eval mode, and runs under
 ``torch.inference_mode``.
@@ -75,6 +76,8 @@ __all__ = [
     "load_checkpoint",
     "model_from_checkpoint",
     "evaluate_checkpoint",
+    "resolve_precision",
+    "PRECISIONS",
 ]
 
 METHODS = ("ce", *LOSSES)
@@ -103,12 +106,15 @@ DEFAULT_BETA = {
 # Random-crop padding and horizontal flips per dataset (digits are 8x8 and not mirror-symmetric).
 _AUGMENTATION = {"cifar10": (4, True), "cifar100": (4, True), "digits": (1, False)}
 
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 # Fields that change where a run goes; a resumed run must agree with its checkpoint on them.
 # The others only say how or where it is executed.
 # teacher_checkpoint says where the teacher is; which teacher it is, its SHA-256, is checked
 # on its own.
 _EXECUTION_FIELDS = frozenset(
-    {"data_root", "teacher_checkpoint", "device", "amp", "channels_last", "compile", "eval_every",
+    {"data_root", "teacher_checkpoint", "device", "precision", "channels_last", "compile", "eval_every",
      "eval_batch_size", "teacher_probes", "triplet_points", "output_dir", "resume",
      "time_limit", "checkpoint_every", "progress"}
 )
@@ -209,7 +215,10 @@ class TrainConfig:
                         "augmentations")
     # Execution.
     device: str = _option("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
-    amp: bool = _option(True, "bf16 autocast (CUDA only; ignored on a CPU)")
+    precision: str = _option(
+        "auto", "'auto' (bf16 autocast on CUDA compute capability >= 8.0, fp16 autocast with a "
+        "gradient scaler below it, fp32 on a CPU), 'bf16', 'fp16' (with a gradient scaler) or 'fp32'"
+    )
     channels_last: bool = _option(True, "channels_last memory format for images and models")
     compile: bool = _option(False, "torch.compile the models (slower first epoch)")
     eval_every: int = _option(
@@ -296,6 +305,7 @@ def validate(config: TrainConfig, *, teacher_given: bool = False) -> TrainConfig
         choose("teacher", config.teacher, sorted(MODELS))
     choose("method", config.method, METHODS)
     choose("protocol", config.protocol, PROTOCOLS)
+    choose("precision", config.precision, PRECISIONS)
     choose("schedule", config.schedule, SCHEDULES)
     if config.method == "ce":
         if config.protocol != "supervised":
@@ -405,12 +415,14 @@ class Session:
     normalisation: tuple[torch.Tensor, torch.Tensor]  # mean and std on the device, float32
     beta: float
     teacher_info: dict | None
+    precision: str  # resolved: "bf16", "fp16" or "fp32"
+    scaler: torch.amp.GradScaler | None  # fp16 only
     distributed_owner: bool = False  # this call initialised the process group
 
     @property
     def autocast(self):
-        enabled = self.config.amp and self.device.type == "cuda"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        dtype = _AUTOCAST_DTYPES.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
     @property
     def classifier(self) -> bool:
@@ -523,13 +535,16 @@ def prepare(config: TrainConfig, *, teacher: nn.Module | None = None) -> Session
         padding if config.crop_padding is None else config.crop_padding,
         flip if config.flip is None else config.flip,
     )
+    precision = resolve_precision(config.precision, device)
     return Session(
         config=config, device=device, rank=rank, world_size=world_size,
         train_set=train_set, test_set=test_set, student=student, teacher=teacher,
         transfer_loss=transfer_loss, objective=objective, optimizer=optimizer,
         scheduler=scheduler, steps_per_epoch=steps_per_epoch, local_batch=local_batch,
         augmentation=augmentation, normalisation=normalisation,
-        beta=beta, teacher_info=teacher_info, distributed_owner=owner,
+        beta=beta, teacher_info=teacher_info, precision=precision,
+        scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
+        distributed_owner=owner,
     )
 
 
@@ -644,8 +659,16 @@ def train_step(session: Session, indices: torch.Tensor, generator: torch.Generat
             teacher_features, teacher_logits = teacher_features.clone(), teacher_logits.clone()
         loss, logits = session.objective(inputs, labels, teacher_features, teacher_logits)
     session.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    session.optimizer.step()
+    if session.scaler is None:
+        loss.backward()
+        session.optimizer.step()
+    else:
+        # fp16: the scaled loss keeps small gradients representable; a step whose gradients
+        # overflowed is skipped and the scale lowered. With the fused optimiser (CUDA) the
+        # check stays on the device.
+        session.scaler.scale(loss).backward()
+        session.scaler.step(session.optimizer)
+        session.scaler.update()
     session.scheduler.step()
     return loss.detach(), logits.detach(), labels
 
@@ -697,6 +720,8 @@ def _run(session: Session, started: float) -> dict:
                 session.transfer_loss.load_state_dict(state["loss_state"])
             session.optimizer.load_state_dict(state["optimizer"])
             session.scheduler.load_state_dict(state["scheduler"])
+            if session.scaler is not None and state.get("scaler"):
+                session.scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["rng"]["torch"])
             if session.device.type == "cuda" and state["rng"]["cuda"]:
                 torch.cuda.set_rng_state(state["rng"]["cuda"][0], session.device)
@@ -727,7 +752,7 @@ def _run(session: Session, started: float) -> dict:
             if last or (config.eval_every and (epoch + 1) % config.eval_every == 0):
                 record["test_top1"] = top1_accuracy(
                     student, session.test_set, config.eval_batch_size,
-                    amp=config.amp, channels_last=config.channels_last,
+                    channels_last=config.channels_last,
                 )
         history.append(record)
         if not last and config.time_limit is not None:
@@ -750,7 +775,7 @@ def _run(session: Session, started: float) -> dict:
         student, session.test_set, train_set=session.train_set, teacher=session.teacher,
         classifier=session.classifier, teacher_probes=config.teacher_probes,
         batch_size=config.eval_batch_size,
-        amp=config.amp, channels_last=config.channels_last, seed=config.seed,
+        channels_last=config.channels_last, seed=config.seed,
         max_points=config.triplet_points,
     )
     wall_seconds = wall_offset + time.perf_counter() - started
@@ -777,7 +802,7 @@ def _run(session: Session, started: float) -> dict:
         "train_seconds": totals["train_seconds"],
         "images_per_second": totals["train_images"] / max(totals["train_seconds"], 1e-12),
         "images_per_second_after_first_epoch": steady_speed,
-        "amp_active": config.amp and session.device.type == "cuda",
+        "precision": session.precision,
         "history": history,
         "provenance": provenance(),
     }
@@ -867,7 +892,7 @@ def evaluate_checkpoint(
     metrics = evaluate_models(
         student, test_set.to(resolved), train_set=train_set.to(resolved), teacher=teacher,
         classifier=classifier, k=k, max_points=triplet_points, batch_size=batch_size,
-        amp=True, channels_last=True, seed=seed,
+        channels_last=True, seed=seed,
     )
     output = Path(output) if output is not None else path.with_name("evaluation.json")
     results = {
@@ -927,6 +952,7 @@ def _save_checkpoint(session: Session, path: Path, epoch: int, history: list, to
         state.update(
             optimizer=session.optimizer.state_dict(),
             scheduler=session.scheduler.state_dict(),
+            scaler=session.scaler.state_dict() if session.scaler is not None else None,
             rng={"torch": torch.get_rng_state(),
                  "cuda": [torch.cuda.get_rng_state(session.device)] if cuda else []},
         )
@@ -1137,3 +1163,16 @@ class _Reporter:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run trains in: ``"auto"`` is bf16 on CUDA devices of compute capability
+    8.0 and above, fp16 (with a gradient scaler) below it, and fp32 on a CPU. Below 8.0 cuDNN
+    has no fast bf16 convolutions, although ``torch.cuda.is_bf16_supported()`` may say True
+    (a T4, for example), so the capability decides. Other values are returned as given."""
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    major, _ = torch.cuda.get_device_capability(device)
+    return "bf16" if major >= 8 else "fp16"

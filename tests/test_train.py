@@ -389,3 +389,45 @@ def test_a_cuda_training_step_never_waits_for_the_device(teacher, method):
             train_step(session, order[64 * step : 64 * (step + 1)], generator)
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+# ---------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_auto_precision_follows_the_compute_capability(monkeypatch, capability, expected):
+    from perceptcoh.train import resolve_precision
+
+    # A T4 (7.5) says torch.cuda.is_bf16_supported() but has no fast bf16 convolutions.
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert resolve_precision("auto", torch.device("cuda")) == expected
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    for explicit in ("bf16", "fp16", "fp32"):
+        assert resolve_precision(explicit, torch.device("cuda")) == explicit
+
+
+def test_precision_must_be_known():
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        run(tiny(precision="fp8"))
+
+
+def test_fp16_with_a_gradient_scaler_trains_records_and_resumes_on_cpu(tmp_path):
+    # As far as a CPU allows: fp16 autocast and torch.amp.GradScaler("cpu"); the scaler's
+    # state goes into the checkpoint, and a resumed run repeats the uninterrupted one.
+    fields = dict(precision="fp16", epochs=2)
+    uninterrupted = run(tiny(**fields, output_dir=str(tmp_path / "a")))
+    assert uninterrupted["precision"] == "fp16"
+    state = load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME)
+    assert state["scaler"] is not None and state["scaler"]["scale"] > 0
+    first = run(tiny(**fields, output_dir=str(tmp_path / "b"), time_limit=0))
+    assert not first["completed"]
+    resumed = run(tiny(**fields, output_dir=str(tmp_path / "b"), resume=True))
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in uninterrupted["history"]]
+    assert resumed["metrics"] == uninterrupted["metrics"]
+    assert all(math.isfinite(h["loss"]) for h in resumed["history"])
+
+
+def test_fp32_runs_have_no_scaler_and_say_so(tmp_path):
+    results = run(tiny(output_dir=str(tmp_path)))
+    assert results["precision"] == "fp32"  # "auto" on a CPU
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["scaler"] is None
