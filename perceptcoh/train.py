@@ -9,9 +9,9 @@ Written for speed on one GPU, the way airbench is: the whole training set sits o
 as one uint8 tensor; each epoch draws one permutation there and a batch is a slice of it;
 random crops and flips are a few tensor ops on the batch; the forward runs in the precision
 of :func:`resolve_precision` (bf16 autocast on recent GPUs, fp16 with a gradient scaler on
-older ones such as Colab's T4, fp32 on a CPU) and channels_last; evaluation is IEEE fp32; and a training step never waits for the device: losses and correct
-counts are summed on the device and read once per epoch, when the epoch's loss is also
-checked for NaN/Inf. The teacher is frozen, in eval mode, and runs under
+older ones such as Colab's T4, fp32 on a CPU) and channels_last; evaluation is IEEE fp32;
+and a training step never waits for the device: losses and correct counts are summed on the
+device and read once per epoch, when the epoch's loss is also checked for NaN/Inf. The teacher is frozen, in eval mode, and runs under
 ``torch.inference_mode``.
 
 Every hyper-parameter is a field of :class:`TrainConfig`; :func:`run` reads it top to bottom:
