@@ -2,6 +2,12 @@
 
     python benchmarks/loss_speed.py                      # CPU, and CUDA when present
     python benchmarks/loss_speed.py --batch-sizes 64 128 --devices cpu --json out.json
+    python benchmarks/loss_speed.py --dtypes float32 float64 --no-naive --json after.json \
+        --baseline before.json      # a before/after table against an earlier run's JSON
+
+A "before" JSON of an earlier version of the library comes from this script run with that
+version first on the path: ``git worktree add /tmp/before <commit>`` then
+``PYTHONPATH=/tmp/before python benchmarks/loss_speed.py ... --json before.json``.
 
 Each (implementation, batch size, device) runs in a fresh subprocess, so that its peak
 memory is its own: on a CPU the rise of the process's peak resident set over its value
@@ -51,10 +57,13 @@ def naive_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (soft - target)[~eye].square().mean()
 
 
-def measure(implementation: str, batch: int, device: str, repeats: int) -> dict:
+def measure(implementation: str, batch: int, device: str, repeats: int,
+            dtype: str = "float32") -> dict:
     generator = torch.Generator().manual_seed(0)
-    student = torch.randn(batch, STUDENT_DIM, generator=generator).to(device).requires_grad_(True)
-    teacher = torch.randn(batch, TEACHER_DIM, generator=generator).to(device)
+    kind = getattr(torch, dtype)
+    student = torch.randn(batch, STUDENT_DIM, generator=generator, dtype=kind)
+    student = student.to(device).requires_grad_(True)
+    teacher = torch.randn(batch, TEACHER_DIM, generator=generator, dtype=kind).to(device)
     loss = PerceptionCoherenceLoss(tau=TAU, check_finite=False)
     run = (lambda: loss(student, teacher)) if implementation == "ours" else (
         lambda: naive_loss(student, teacher)
@@ -90,12 +99,14 @@ def measure(implementation: str, batch: int, device: str, repeats: int) -> dict:
     return {"seconds": statistics.median(times), "peak_bytes": peak}
 
 
-def run_in_subprocess(implementation: str, batch: int, device: str, repeats: int) -> dict:
+def run_in_subprocess(implementation: str, batch: int, device: str, repeats: int,
+                      dtype: str) -> dict:
     command = [sys.executable, __file__, "--worker", implementation, str(batch), device,
-               "--repeats", str(repeats)]
+               "--repeats", str(repeats), "--dtypes", dtype]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
-        raise RuntimeError(f"{implementation} B={batch} on {device} failed:\n{completed.stderr}")
+        raise RuntimeError(f"{implementation} B={batch} {dtype} on {device} failed:\n"
+                           f"{completed.stderr}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
@@ -106,44 +117,62 @@ def main() -> None:
                         help="devices to measure (default: cpu, plus cuda when available)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed calls per measurement (default: 20 on CUDA, 3 on CPU)")
+    parser.add_argument("--dtypes", nargs="+", default=["float32"],
+                        choices=["float32", "float64"], help="feature dtypes to measure")
+    parser.add_argument("--no-naive", action="store_true",
+                        help="measure only the library's loss, not the naive form")
+    parser.add_argument("--baseline", default=None,
+                        help="JSON of an earlier run of this script: print its time and memory "
+                        "beside this run's, row by row")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--worker", nargs=3, metavar=("IMPL", "BATCH", "DEVICE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         implementation, batch, device = args.worker
-        print(json.dumps(measure(implementation, int(batch), device, args.repeats)))
+        print(json.dumps(measure(implementation, int(batch), device, args.repeats,
+                                 args.dtypes[0])))
         return
+    baseline = {}
+    if args.baseline:
+        with open(args.baseline) as handle:
+            for row in json.load(handle)["rows"]:
+                baseline[row["device"], row.get("dtype", "float32"), row["batch"]] = row["ours"]
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     rows = []
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
-    header = f"{'device':6} {'B':>5} {'ours ms':>9} {'naive ms':>9} {'speedup':>8} " \
-             f"{'ours MB':>9} {'naive MB':>9} {'mem ratio':>9}"
+    header = (f"{'device':6} {'dtype':7} {'B':>5} {'ours ms':>9} {'naive ms':>9} "
+              f"{'ours MB':>8} {'naive MB':>9}")
+    if baseline:
+        header += f" {'before ms':>9} {'before MB':>9} {'speedup':>8}"
     print(header)
+    mb = lambda b: b / 2**20
     for device in devices:
         repeats = args.repeats or (20 if device == "cuda" else 3)
-        for batch in args.batch_sizes:
-            ours = run_in_subprocess("ours", batch, device, repeats)
-            naive = None
-            if device == "cuda" or batch <= NAIVE_CPU_MAX_BATCH:
-                naive = run_in_subprocess("naive", batch, device, repeats)
-            row = {"device": device, "batch": batch, "ours": ours, "naive": naive}
-            rows.append(row)
-            mb = lambda b: b / 2**20
-            if naive:
-                print(f"{device:6} {batch:5d} {ours['seconds'] * 1e3:9.2f} "
-                      f"{naive['seconds'] * 1e3:9.2f} {naive['seconds'] / ours['seconds']:8.1f} "
-                      f"{mb(ours['peak_bytes']):9.1f} {mb(naive['peak_bytes']):9.1f} "
-                      f"{naive['peak_bytes'] / max(ours['peak_bytes'], 1):9.1f}", flush=True)
-            else:
-                print(f"{device:6} {batch:5d} {ours['seconds'] * 1e3:9.2f} {'(skipped)':>9} "
-                      f"{'':8} {mb(ours['peak_bytes']):9.1f}", flush=True)
+        for dtype in args.dtypes:
+            for batch in args.batch_sizes:
+                ours = run_in_subprocess("ours", batch, device, repeats, dtype)
+                naive = None
+                if not args.no_naive and (device == "cuda" or batch <= NAIVE_CPU_MAX_BATCH):
+                    naive = run_in_subprocess("naive", batch, device, repeats, dtype)
+                rows.append({"device": device, "dtype": dtype, "batch": batch, "ours": ours,
+                             "naive": naive})
+                line = (f"{device:6} {dtype:7} {batch:5d} {ours['seconds'] * 1e3:9.2f} "
+                        + (f"{naive['seconds'] * 1e3:9.2f} " if naive else f"{'-':>9} ")
+                        + f"{mb(ours['peak_bytes']):8.1f} "
+                        + (f"{mb(naive['peak_bytes']):9.1f}" if naive else f"{'-':>9}"))
+                before = baseline.get((device, dtype, batch))
+                if before:
+                    line += (f" {before['seconds'] * 1e3:9.2f} {mb(before['peak_bytes']):9.1f} "
+                             f"{before['seconds'] / ours['seconds']:8.2f}")
+                print(line, flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"provenance": provenance(), "student_dim": STUDENT_DIM,
-                       "teacher_dim": TEACHER_DIM, "tau": TAU, "seed": 0, "rows": rows},
+                       "teacher_dim": TEACHER_DIM, "tau": TAU, "seed": 0,
+                       "threads": torch.get_num_threads(), "rows": rows},
                       handle, indent=1)
 
 

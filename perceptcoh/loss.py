@@ -16,14 +16,7 @@ from ._validation import (
     check_same_batch,
 )
 from .dissimilarity import pairwise
-from .ranking import (
-    exact_ranks,
-    pairwise_sigmoids,
-    row_chunks,
-    row_scale,
-    soft_ranks,
-    soft_ranks_from_sigmoids,
-)
+from .ranking import comparison_tiles, exact_ranks, row_scale, soft_ranks, tile_sigmoids
 
 __all__ = ["PerceptionCoherenceLoss"]
 
@@ -182,47 +175,63 @@ class _SoftRankGap(torch.autograd.Function):
     On one process ``normaliser = B(B-1)`` and the rows are the whole batch; under DDP the
     rows are the local anchors and ``normaliser`` is the global ``B(B-1)``.
 
-    ``S`` depends on row ``a`` of ``D`` only, so once a chunk of rows has its ``S`` the
-    derivative ``dL/dS`` of those rows is known and the gradient with respect to ``D`` can be
-    formed from the same sigmoids, before they are freed. With ``P' = P (1 - P)``,
-    ``h_aj = dL/dS_aj / (m-1)`` and ``w_a = 1 / (tau s_a)``, for ``k != j`` and
-    ``j, k != self_a``::
+    With ``x_a = w_a D_a`` (``w_a = 1 / (tau s_a)``), ``P_ajk = sigmoid(x_aj - x_ak)``,
+    ``P' = P (1 - P)`` and ``h_aj = dL/dS_aj / (m-1)``, for ``j, k != self_a``::
 
         dL/dD_aj = w_a * ( h_aj * sum_{k != j, self} P'_ajk  -  sum_{i != j, self} h_ai P'_aij )
 
     (``D_aj`` enters ``S_aj`` with a plus sign and every other ``S_ai`` of its row with a minus
     sign). The anchor's own column gets no gradient: it is left out of every count.
+
+    The sweep visits the comparisons in tiles of a few anchors, a block of columns ``j`` and
+    every ``k`` (:func:`perceptcoh.ranking.comparison_tiles`), so memory stays at ``O(m^2)``
+    plus one tile whatever ``m``. A tile holds whole rows ``j`` of ``P``, hence ``S_aj`` and
+    ``h_aj`` for its columns. Because ``P'`` is symmetric (``P_akj = 1 - P_ajk``), both sums
+    of the gradient are sums over the tile's rows ``j`` that it can add to at once, in one
+    matrix product: ``sum_j h_aj P'_ajk`` and ``sum_j P'_ajk = sum_j P'_akj``. No ``P`` is
+    kept from one tile to the next, and the gradient is formed, stored as an ``(n, m)``
+    matrix, once a block of anchors is done.
     """
 
     @staticmethod
     def forward(ctx, distances, target, self_index, inverse_temperature, r, chunk_size, normaliser):
         n, m = distances.shape
-        rows = torch.arange(n, device=distances.device)
         needs_grad = ctx.needs_input_grad[0]
+        rows = torch.arange(n, device=distances.device)
+        columns = torch.arange(m, device=distances.device)
+        scaled = distances * inverse_temperature[:, None]
+        to_self = torch.sigmoid(scaled - scaled[rows, self_index][:, None])
+        is_self = columns[None, :] == self_index[:, None]
         total = distances.new_zeros(())
-        gradient = torch.zeros_like(distances) if needs_grad else None
-        for start, stop in row_chunks(n, m * m, chunk_size, distances.device):
-            chunk_rows = rows[start:stop]
-            chunk_self = self_index[start:stop]
-            chunk_weight = inverse_temperature[start:stop]
-            comparisons, to_self = pairwise_sigmoids(distances[start:stop], chunk_self, chunk_weight)
-            difference = soft_ranks_from_sigmoids(comparisons, to_self) - target[start:stop]
-            difference[chunk_rows - start, chunk_self] = 0
+        gradient = torch.empty_like(distances) if needs_grad else None
+        slope = torch.empty_like(distances) if needs_grad else None
+        workspace = sums = None
+        for start, stop, low, high in comparison_tiles(n, m, chunk_size, distances.device):
+            if workspace is None:  # the first tile is the largest
+                workspace = distances.new_empty((stop - start) * (high - low) * m)
+            if low == 0 and needs_grad:
+                sums = distances.new_zeros(stop - start, 2, m)  # [sum_j h P', sum_j P']
+            tile = tile_sigmoids(scaled[start:stop], low, high, workspace)
+            counts = tile.sum(dim=-1) - 0.5 - to_self[start:stop, low:high]
+            difference = (1 + counts) / (m - 1) - target[start:stop, low:high]
+            difference.masked_fill_(is_self[start:stop, low:high], 0)
             total += difference.abs().pow(r).sum()
             if not needs_grad:
                 continue
-            if r == 2:
-                slope = 2 * difference
-            else:
-                slope = difference.sign()
-            slope /= normaliser * (m - 1)
-            # comparisons becomes P' = P - P^2 in place: the largest temporary is reused.
-            derivative = comparisons.addcmul_(comparisons, comparisons, value=-1)
-            to_self_derivative = to_self * (1 - to_self)
-            own = slope * (derivative.sum(dim=-1) - 0.25 - to_self_derivative)
-            others = torch.bmm(slope[:, None, :], derivative).squeeze(1) - 0.25 * slope
-            others[chunk_rows - start, chunk_self] = 0
-            gradient[start:stop] = chunk_weight[:, None] * (own - others)
+            block_slope = 2 * difference if r == 2 else difference.sign()
+            block_slope /= normaliser * (m - 1)
+            slope[start:stop, low:high] = block_slope
+            derivative = tile.addcmul_(tile, tile, value=-1)  # P' = P - P^2, in place
+            weights = torch.stack([block_slope, torch.ones_like(block_slope)], dim=1)
+            sums.baddbmm_(weights, derivative)
+            if high == m:  # the block of anchors is done: form its gradient
+                weighted, degree = sums.unbind(dim=1)
+                block = slice(start, stop)
+                to_self_derivative = to_self[block] * (1 - to_self[block])
+                # sum_k P'_ajk counts k = j (P' = 1/4) and k = self; so does sum_j h P'.
+                own = slope[block] * (degree - 0.25 - to_self_derivative)
+                others = (weighted - 0.25 * slope[block]).masked_fill_(is_self[block], 0)
+                gradient[block] = inverse_temperature[block, None] * (own - others)
         ctx.save_for_backward(gradient)
         return total / normaliser
 

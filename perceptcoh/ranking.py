@@ -13,11 +13,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-# Elements of the largest temporary a chunk may allocate. On a CPU this keeps each of a
-# chunk's temporaries (1 MB in float32) in a core's L2 cache, where the several passes over
-# them are cheap: at B = 512, chunks of 8 MB ran about 1.5x slower than chunks of 1 MB
-# (benchmarks/loss_speed.py). On a GPU it keeps a few hundred MB per temporary.
-_CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 26}
+# Elements of the largest temporary a chunk may allocate. On a CPU, 4 MB in float32: the
+# PC loss at B = 256..1024 ran 1.1-1.3x faster than with 1 MB tiles (more tiles, more
+# per-call overhead) and 1.4-2x faster than with 16 MB (out of cache). On a GPU it keeps a
+# few hundred MB per temporary.
+_CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 26}
 
 
 def row_chunks(
@@ -138,21 +138,75 @@ def soft_ranks_from_sigmoids(comparisons: torch.Tensor, to_self: torch.Tensor) -
     return (1 + counts) / (m - 1)
 
 
+def comparison_tiles(
+    n_rows: int, n_columns: int, chunk_size: int | None, device: torch.device
+) -> Iterator[tuple[int, int, int, int]]:
+    """Yield ``(start, stop, low, high)``: anchors ``start:stop`` and columns ``low:high`` of
+    one tile of the comparisons ``P[a, j, k]``, which holds every ``k``.
+
+    A tile has at most ``chunk_size`` anchors (``None``: as many as the per-device element
+    budget allows) and as many columns ``j`` as keep it within that budget, so that no
+    ``(chunk, m, m)`` tensor is ever built when ``m^2`` alone exceeds the budget: at
+    ``m = 1024`` on a CPU a tile is one anchor and 256 columns (1 MB in float32).
+    """
+    budget = _CHUNK_ELEMENTS.get(device.type, _CHUNK_ELEMENTS["cpu"])
+    rows = chunk_size if chunk_size is not None else max(1, budget // (n_columns * n_columns))
+    columns = min(n_columns, max(1, budget // (min(rows, n_rows) * n_columns)))
+    for start in range(0, n_rows, rows):
+        stop = min(start + rows, n_rows)
+        for low in range(0, n_columns, columns):
+            yield start, stop, low, min(low + columns, n_columns)
+
+
+def tile_sigmoids(scaled: torch.Tensor, low: int, high: int, out: torch.Tensor) -> torch.Tensor:
+    """``P[a, j, k] = sigmoid(x_aj - x_ak)`` for the columns ``j`` in ``low:high`` and every
+    ``k``, where ``x = D * w`` are the scaled dissimilarities of a block of anchors
+    (``(c, m)``), written into ``out``'s first ``c * (high - low) * m`` elements (a reused
+    workspace: no allocation per tile) and returned as a ``(c, high - low, m)`` view.
+
+    On a CPU the ``m^2`` sigmoids of an anchor are products of ``2m`` exponentials,
+    ``sigmoid(x_j - x_k) = 1 / (1 + F_j E_k)`` with ``E_k = exp(x_k - c)`` and
+    ``F_j = exp(c - x_j)`` around the anchor's mid-range ``c``: a multiplication, an addition
+    and a reciprocal per entry instead of an exponential, about 3x faster. ``E`` and ``F``
+    are computed in float64 and rounded once, so an entry is within a few units in the last
+    place of the sigmoid's. The form needs ``|x - c|`` within the dtype's exponent range
+    (``max - min <= 160`` in float32, 1400 in float64); a block of anchors spread wider, and
+    every block on a GPU (where the exponentials are cheap and a range check would wait for
+    the device), takes the direct sigmoid.
+    """
+    c, m = scaled.shape
+    tile = out[: c * (high - low) * m].view(c, high - low, m)
+    if scaled.device.type == "cpu":
+        lowest, highest = scaled.aminmax(dim=1)
+        limit = 160.0 if scaled.dtype == torch.float32 else 1400.0
+        if float((highest - lowest).max()) <= limit:
+            centred = scaled.double() - ((highest + lowest) / 2).double()[:, None]
+            forward, backward = centred.exp().to(scaled.dtype), (-centred).exp().to(scaled.dtype)
+            torch.mul(backward[:, low:high, None], forward[:, None, :], out=tile)
+            return tile.add_(1).reciprocal_()
+    torch.sub(scaled[:, low:high, None], scaled[:, None, :], out=tile)
+    return tile.sigmoid_()
+
+
 def soft_ranks(
     distances: torch.Tensor,
     self_index: torch.Tensor,
     tau: float,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """Smoothed ranks ``S`` (SPEC section 5) of all rows, chunk by chunk, without gradient."""
-    inverse_temperature = 1 / (tau * row_scale(distances, self_index))
-    result = torch.empty_like(distances)
+    """Smoothed ranks ``S`` (SPEC section 5) of all rows, tile by tile, without gradient."""
     n, m = distances.shape
     with torch.no_grad():
-        for start, stop in row_chunks(n, m * m, chunk_size, distances.device):
-            comparisons, to_self = pairwise_sigmoids(
-                distances[start:stop], self_index[start:stop], inverse_temperature[start:stop]
-            )
-            result[start:stop] = soft_ranks_from_sigmoids(comparisons, to_self)
-    result[torch.arange(n, device=distances.device), self_index] = 0
+        scaled = distances * (1 / (tau * row_scale(distances, self_index)))[:, None]
+        rows = torch.arange(n, device=distances.device)
+        to_self = torch.sigmoid(scaled - scaled[rows, self_index][:, None])
+        result = torch.empty_like(distances)
+        workspace = None
+        for start, stop, low, high in comparison_tiles(n, m, chunk_size, distances.device):
+            if workspace is None:
+                workspace = distances.new_empty((stop - start) * (high - low) * m)
+            tile = tile_sigmoids(scaled[start:stop], low, high, workspace)
+            counts = tile.sum(dim=-1) - 0.5 - to_self[start:stop, low:high]
+            result[start:stop, low:high] = (1 + counts) / (m - 1)
+    result[rows, self_index] = 0
     return result

@@ -119,21 +119,73 @@ def test_chunked_equals_unchunked(chunk_size, teacher_tau):
     torch.testing.assert_close(results[0][1], results[1][1])
 
 
-def test_chunks_never_hold_the_full_cube(monkeypatch):
+def spy_on_tiles(monkeypatch) -> list[tuple[int, int, int]]:
     shapes = []
-    original = perceptcoh.loss.pairwise_sigmoids
+    original = perceptcoh.loss.tile_sigmoids
 
-    def spy(distances, self_index, weight):
-        comparisons, to_self = original(distances, self_index, weight)
-        shapes.append(tuple(comparisons.shape))
-        return comparisons, to_self
+    def spy(scaled, low, high, out):
+        tile = original(scaled, low, high, out)
+        shapes.append(tuple(tile.shape))
+        return tile
 
-    monkeypatch.setattr(perceptcoh.loss, "pairwise_sigmoids", spy)
-    batch = 256
+    monkeypatch.setattr(perceptcoh.loss, "tile_sigmoids", spy)
+    return shapes
+
+
+@pytest.mark.parametrize("batch", [256, 1024])
+def test_tiles_stay_within_the_budget_and_cover_every_comparison_once(monkeypatch, batch):
+    shapes = spy_on_tiles(monkeypatch)
     student = torch.randn(batch, 8, requires_grad=True)
     PerceptionCoherenceLoss()(student, torch.randn(batch, 16)).backward()
-    assert shapes and all(rows < batch and tuple(rest) == (batch, batch) for rows, *rest in shapes)
-    assert sum(rows for rows, *_ in shapes) == batch
+    budget = perceptcoh.ranking._CHUNK_ELEMENTS["cpu"]
+    assert all(rows * columns * k <= budget and k == batch for rows, columns, k in shapes)
+    assert sum(rows * columns for rows, columns, _ in shapes) == batch * batch
+    if batch * batch > budget:  # never a (chunk, B, B) tensor: a row of anchors is split
+        assert all(columns < batch for _, columns, _ in shapes)
+
+
+@pytest.mark.parametrize("r", [1, 2])
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_column_tiles_keep_value_and_gradient(monkeypatch, r, chunk_size):
+    """A budget of 40 elements splits each anchor's comparisons (13 x 13) into tiles of a
+    few columns: the value must equal the loop reference and the gradient autograd's through
+    the explicit (B, B, B) form, in float64."""
+    monkeypatch.setitem(perceptcoh.ranking._CHUNK_ELEMENTS, "cpu", 40)
+    shapes = spy_on_tiles(monkeypatch)
+    student, teacher = gaussian(13, 3, seed=20), gaussian(13, 5, seed=21)
+    student.requires_grad_(True)
+    value = PerceptionCoherenceLoss(tau=0.3, r=r, chunk_size=chunk_size)(student, teacher)
+    value.backward()
+    assert all(columns < 13 for _, columns, _ in shapes)
+    expected = loss_loops(dissimilarity_loops(student.detach(), student.detach(), "euclidean"),
+                          dissimilarity_loops(teacher, teacher, "euclidean"), tau=0.3, r=r)
+    assert math.isclose(float(value), expected, rel_tol=1e-10)
+
+    self_index = torch.arange(13)
+    features = student.detach().clone().requires_grad_(True)
+    distances = pairwise(features, features, "euclidean")
+    scaled = (distances[:, :, None] - distances[:, None, :]) / (
+        0.3 * row_scale(distances.detach(), self_index)[:, None, None]
+    )
+    mask = ~torch.eye(13, dtype=torch.bool)
+    counted = mask[:, None, :] & mask[None, :, :]
+    soft = (1 + (torch.sigmoid(scaled) * counted).sum(-1)) / 12
+    target = exact_ranks(pairwise(teacher, teacher, "euclidean"), self_index)
+    ((soft - target)[mask].abs() ** r).mean().backward()
+    torch.testing.assert_close(student.grad, features.grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 4e-7), (torch.float64, 1e-14)])
+@pytest.mark.parametrize("spread", [1.0, 40.0, 400.0])  # 400: wider than the product form
+def test_tile_sigmoids_match_the_sigmoid_of_differences(dtype, atol, spread):
+    from perceptcoh.ranking import tile_sigmoids
+
+    scaled = spread * torch.rand(3, 50, dtype=dtype, generator=torch.Generator().manual_seed(22))
+    exact = scaled.double()  # the sigmoid of the exact differences of the given values
+    expected = torch.sigmoid(exact[:, 10:30, None] - exact[:, None, :])
+    got = tile_sigmoids(scaled, 10, 30, torch.empty(3 * 20 * 50, dtype=dtype))
+    assert got.shape == (3, 20, 50) and got.dtype == dtype
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=atol)
 
 
 def test_gradient_reaches_student_only():
