@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "go on with the same command")
     experiment.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                             help="progress bars for the runs and their epochs")
+    experiment.add_argument("--cohort-size", type=_optional(int), default=None,
+                            help="most students trained in one pass over the data (default: "
+                            "every student that can share it)")
+    experiment.add_argument("--dry-run", action="store_true",
+                            help="train nothing: print the images, FLOPs and estimated time "
+                            "(at rates measured on this device) of what is left to train")
     return parser
 
 
@@ -195,9 +201,15 @@ def _experiment(arguments: dict) -> int:
             raise ValueError("--pairs and --methods select comparison runs; the ablations "
                              "run PC on the scale's first pair")
         plan = ablation_plan(arguments["scale"], root=root, **selection, **execution)
+    if arguments["dry_run"]:
+        from .cost import format_cost, plan_cost
+
+        print(format_cost(plan_cost(plan, device=arguments["device"],
+                                    cohort_size=arguments["cohort_size"])))
+        return 0
     output = arguments["output"] or default_output(plan, root)
     document = run_plan(plan, output, time_limit=arguments["time_limit"],
-                        progress=arguments["progress"])
+                        progress=arguments["progress"], cohort_size=arguments["cohort_size"])
     if not document["completed"]:
         print(f"stopped by the time limit with {len(document['missing'])} runs left; run the "
               f"same command again to continue", file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +26,8 @@ from ._validation import Metric, check_chunk_size, check_metric
 from .data import ImageDataset, normalize
 from .dissimilarity import pairwise
 from .metrics import knn_agreement, triplet_concordance
-from .perception import perception_gap
-from .ranking import row_chunks
+from .perception import perception, perception_gap
+from .ranking import exact_ranks, row_chunks
 
 __all__ = [
     "top1_accuracy",
@@ -36,6 +37,8 @@ __all__ = [
     "knn_accuracy",
     "retrieval_map",
     "transfer_metrics",
+    "TeacherReference",
+    "evaluate_teacher",
     "evaluate_models",
 ]
 
@@ -340,6 +343,7 @@ def transfer_metrics(
     metric_teacher: Metric = "euclidean",
     metric_student: Metric = "euclidean",
     seed: int = 0,
+    teacher_ranks: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """How coherent the student's features are with the teacher's on the same images.
 
@@ -352,6 +356,10 @@ def transfer_metrics(
     Subsamples are drawn without replacement by a CPU generator seeded with ``seed``, so
     they are the same points on every device; the smaller sample is a prefix of the larger.
     The returned dict also holds the two sample sizes (``gap_points``, ``triplet_points``).
+
+    ``teacher_ranks``: ``perception`` of the teacher's features on the gap sample, computed
+    once for many students (:func:`evaluate_teacher`); the gaps are then the same numbers
+    up to the order of a float64 sum.
     """
     n = teacher_features.shape[0]
     if student_features.shape[0] != n:
@@ -359,21 +367,23 @@ def transfer_metrics(
             "teacher_features and student_features must have the same number of samples, "
             f"got {n} and {student_features.shape[0]}"
         )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(
-        teacher_features.device
-    )
+    order = _sample_order(n, seed, teacher_features.device)
     gap_points = n if gap_max_points is None else min(n, gap_max_points)
     triplet_points = n if max_points is None else min(n, max_points)
     teacher, student = teacher_features.detach().float(), student_features.detach().float()
     gap_sample = order[:gap_points]
     gap_teacher, gap_student = teacher[gap_sample], student[gap_sample]
+    if teacher_ranks is None:
+        gaps = {r: perception_gap(gap_teacher, gap_student, metric_teacher, metric_student, r=r)
+                for r in (1, 2)}
+    else:
+        if teacher_ranks.shape != (gap_points, gap_points):
+            raise ValueError(f"teacher_ranks must have shape ({gap_points}, {gap_points}), "
+                             f"got {tuple(teacher_ranks.shape)}")
+        gaps = _gaps_against_ranks(teacher_ranks, gap_student, metric_student)
     metrics = {
-        "perception_gap_r1": perception_gap(
-            gap_teacher, gap_student, metric_teacher, metric_student, r=1
-        ),
-        "perception_gap_r2": perception_gap(
-            gap_teacher, gap_student, metric_teacher, metric_student, r=2
-        ),
+        "perception_gap_r1": gaps[1],
+        "perception_gap_r2": gaps[2],
         "knn_agreement": knn_agreement(
             gap_teacher, gap_student, k=min(k, gap_points - 1),
             metric_teacher=metric_teacher, metric_student=metric_student,
@@ -388,12 +398,76 @@ def transfer_metrics(
     return result
 
 
+def _sample_order(n: int, seed: int, device: torch.device) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def _gaps_against_ranks(teacher_ranks: torch.Tensor, student: torch.Tensor, metric: Metric
+                        ) -> dict[int, torch.Tensor]:
+    """``perception_gap`` with ``r = 1`` and ``2`` from the teacher's full rank matrix."""
+    n = student.shape[0]
+    totals = {r: torch.zeros((), dtype=torch.float64, device=student.device) for r in (1, 2)}
+    with torch.no_grad():
+        for start, stop in row_chunks(n, n, None, student.device):
+            distances = pairwise(student[start:stop], student, metric)
+            rows = torch.arange(start, stop, device=student.device)
+            difference = (teacher_ranks[start:stop].double()
+                          - exact_ranks(distances, rows).double()).abs()
+            totals[1] += difference.sum()
+            totals[2] += difference.square().sum()
+    return {r: (total / (n * (n - 1))).float() for r, total in totals.items()}
+
+
+@dataclass
+class TeacherReference:
+    """What evaluating students against one teacher on one test set shares, computed once
+    by :func:`evaluate_teacher`: the teacher's test ``features``, the exact ``ranks``
+    (``perception``) of the gap sample, and the teacher's own ``metrics`` (``teacher_*``:
+    top-1, probes, retrieval; empty without probes)."""
+
+    features: torch.Tensor
+    ranks: torch.Tensor
+    metrics: dict[str, float]
+    gap_max_points: int | None
+    seed: int
+
+
+def evaluate_teacher(
+    teacher: nn.Module,
+    test_set: ImageDataset,
+    *,
+    train_set: ImageDataset | None = None,
+    probes: bool = True,
+    k: int = 20,
+    metric: Metric = "euclidean",
+    gap_max_points: int | None = None,
+    batch_size: int = 1024,
+    channels_last: bool = True,
+    seed: int = 0,
+) -> TeacherReference:
+    """The teacher's side of :func:`evaluate_models`, for many students at once; the
+    arguments mean what they mean there (``probes``: compute the ``teacher_*`` metrics)."""
+    with ieee_float32(_model_device(teacher)):
+        features, logits, labels = _outputs(teacher, test_set, batch_size=batch_size,
+                                            channels_last=channels_last)
+        metrics = {}
+        if probes:
+            metrics = _model_metrics(teacher, "teacher_", features, logits, labels, test_set,
+                                     train_set, True, k, metric, batch_size, channels_last)
+        n = features.shape[0]
+        gap_points = n if gap_max_points is None else min(n, gap_max_points)
+        sample = _sample_order(n, seed, features.device)[:gap_points]
+        ranks = perception(features.float()[sample], metric)
+    return TeacherReference(features, ranks, metrics, gap_max_points, seed)
+
+
 def evaluate_models(
     student: nn.Module,
     test_set: ImageDataset,
     *,
     train_set: ImageDataset | None = None,
     teacher: nn.Module | None = None,
+    teacher_reference: TeacherReference | None = None,
     classifier: bool = True,
     teacher_probes: bool = True,
     k: int = 20,
@@ -414,39 +488,64 @@ def evaluate_models(
     * with ``teacher``: :func:`transfer_metrics` between the two on the test set, and
       (with ``teacher_probes``) ``teacher_top1``, the teacher's probes and retrieval as
       ``teacher_*``.
+
+    ``teacher_reference`` (from :func:`evaluate_teacher` with the same test set, seed and
+    ``gap_max_points``) supplies the teacher's side, so that scoring many students against
+    one teacher computes it once; without it, it is computed here.
     """
     common = dict(batch_size=batch_size, channels_last=channels_last)
     # IEEE float32 for the forward passes and for the distances of the metrics.
     with ieee_float32(_model_device(student)):
-        results: dict[str, float] = {}
-        sides = [("", student)] + ([("teacher_", teacher)] if teacher is not None else [])
-        test_features = {}
-        for prefix, model in sides:
-            features, logits, labels = _outputs(model, test_set, **common)
-            test_features[prefix] = features
-            if prefix and not teacher_probes:
-                continue
-            if classifier or prefix:
-                results[f"{prefix}top1"] = float((logits.argmax(dim=1) == labels).float().mean())
-            if train_set is not None:
-                train_features, train_labels = extract_features(model, train_set, **common)
-                num_classes = max(train_set.num_classes, test_set.num_classes)
-                results[f"{prefix}linear_probe_top1"] = linear_probe_accuracy(
-                    train_features, train_labels, features, labels, num_classes=num_classes
-                )
-                results[f"{prefix}knn_top1"] = knn_accuracy(
-                    train_features, train_labels, features, labels,
-                    k=min(k, len(train_set)), metric=metric,
-                )
-            results[f"{prefix}retrieval_map"] = retrieval_map(features, labels, metric=metric)
+        features, logits, labels = _outputs(student, test_set, **common)
+        results = _model_metrics(student, "", features, logits, labels, test_set, train_set,
+                                 classifier, k, metric, batch_size, channels_last)
         if teacher is not None:
+            reference = teacher_reference
+            if reference is None:
+                reference = evaluate_teacher(
+                    teacher, test_set, train_set=train_set, probes=teacher_probes, k=k,
+                    metric=metric, gap_max_points=gap_max_points, seed=seed, **common)
+            elif reference.seed != seed or reference.gap_max_points != gap_max_points:
+                raise ValueError(
+                    f"teacher_reference was computed with seed {reference.seed} and "
+                    f"gap_max_points {reference.gap_max_points}, this evaluation uses {seed} "
+                    f"and {gap_max_points}"
+                )
+            if teacher_probes:
+                if not reference.metrics:
+                    raise ValueError("teacher_probes needs a teacher_reference computed with "
+                                     "probes=True")
+                results.update(reference.metrics)
             results.update(
                 transfer_metrics(
-                    test_features["teacher_"], test_features[""], max_points,
-                    gap_max_points=gap_max_points, seed=seed,
+                    reference.features, features, max_points,
+                    gap_max_points=gap_max_points, seed=seed, teacher_ranks=reference.ranks,
                 )
             )
         return results
+
+
+def _model_metrics(model: nn.Module, prefix: str, features: torch.Tensor, logits: torch.Tensor,
+                   labels: torch.Tensor, test_set: ImageDataset,
+                   train_set: ImageDataset | None, classifier: bool, k: int, metric: Metric,
+                   batch_size: int, channels_last: bool) -> dict[str, float]:
+    """One model's top-1 (with ``classifier``), probes (with ``train_set``) and retrieval."""
+    results: dict[str, float] = {}
+    if classifier:
+        results[f"{prefix}top1"] = float((logits.argmax(dim=1) == labels).float().mean())
+    if train_set is not None:
+        train_features, train_labels = extract_features(
+            model, train_set, batch_size=batch_size, channels_last=channels_last)
+        num_classes = max(train_set.num_classes, test_set.num_classes)
+        results[f"{prefix}linear_probe_top1"] = linear_probe_accuracy(
+            train_features, train_labels, features, labels, num_classes=num_classes
+        )
+        results[f"{prefix}knn_top1"] = knn_accuracy(
+            train_features, train_labels, features, labels,
+            k=min(k, len(train_set)), metric=metric,
+        )
+    results[f"{prefix}retrieval_map"] = retrieval_map(features, labels, metric=metric)
+    return results
 
 
 def _check_labelled(features: torch.Tensor, labels: torch.Tensor, name: str) -> None:

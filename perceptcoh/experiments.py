@@ -23,6 +23,11 @@ few hundred steps in all, what the book executes when no GPU is present. One rec
 for every method: ``beta`` is not tuned per method but measured,
 ``beta * |grad L| = |grad CE|`` for the initial student (``gradient_ratio=1``), so every
 transfer loss starts with a push as strong as the labels'.
+
+Every student of a scale has the same data seed (``data_seed=0``): the seeds of a plan are
+initialisation seeds, and all students see the same batches. :func:`run_plan` therefore
+trains them in passes of many students (:func:`perceptcoh.train.run_cohort`): one
+augmentation and one teacher forward per step, shared by every student of the pass.
 """
 
 from __future__ import annotations
@@ -40,7 +45,15 @@ from typing import Callable, Sequence
 from .loss import PerceptionCoherenceLoss
 from .presets import preset
 from .provenance import file_sha256, provenance
-from .train import MODEL_NAME, RESULTS_NAME, TrainConfig, run, run_differences
+from .train import (
+    COHORT_FIELDS,
+    MODEL_NAME,
+    RESULTS_NAME,
+    TrainConfig,
+    data_seed,
+    run_cohort,
+    run_differences,
+)
 
 __all__ = [
     "SCALES",
@@ -51,6 +64,7 @@ __all__ = [
     "comparison_plan",
     "ablation_plan",
     "run_plan",
+    "cohorts",
     "default_output",
     "aggregate",
 ]
@@ -68,7 +82,7 @@ SCALES: dict[str, dict] = {
         "student": {
             "dataset": "cifar100", "epochs": 20, "batch_size": 512, "lr": 0.1,
             "warmup_epochs": 1, "schedule": "cosine", "eval_every": 0, "triplet_points": 1000,
-            "teacher_probes": False,
+            "teacher_probes": False, "data_seed": 0,
         },
         "pairs": (("resnet32x4", "resnet8x4"), ("resnet32x4", "shufflenetv2")),
         "seeds": (0, 1, 2),
@@ -90,6 +104,7 @@ SCALES: dict[str, dict] = {
             "dataset": "cifar100", "epochs": 1, "batch_size": 64, "lr": 0.1,
             "schedule": "cosine", "train_subset": 2048, "test_subset": 1000, "eval_every": 0,
             "eval_batch_size": 128, "triplet_points": 300, "teacher_probes": False,
+            "data_seed": 0,
         },
         "pairs": (("resnet20", "resnet8"),),
         "seeds": (0,),
@@ -210,37 +225,58 @@ def run_plan(
     *,
     time_limit: float | None = None,
     progress: bool = True,
+    cohort_size: int | None = None,
 ) -> dict:
     """Train every run of ``plan`` that has no results yet, then gather the results.
 
     Finished runs (``results.json`` present, with the same settings) are reused; an
-    interrupted one resumes from its checkpoint. With ``time_limit`` (seconds) no run starts
-    after it and a running one stops at an epoch boundary: call again to go on. The returned
-    document has ``completed``; when complete it holds ``teachers`` (recipe, SHA-256 of
-    ``model.pt``, metrics, wall time), ``runs`` (key, metrics, beta, wall time, speed,
-    config, provenance of each), ``wall_time_seconds`` (sums over teachers and students, as
-    each run measured itself) and this call's provenance, and is written to ``output``.
+    interrupted one resumes from its checkpoint. Teachers are trained first, one by one;
+    the students that are left are trained in passes of up to ``cohort_size`` students
+    (``None``: every student that can share a pass, :func:`cohorts`). With ``time_limit``
+    (seconds) no pass starts after it and a running one stops at an epoch boundary: call
+    again to go on. The returned document has ``completed``; when complete it holds
+    ``teachers`` (recipe, SHA-256 of ``model.pt``, metrics, wall time), ``runs`` (key,
+    metrics, beta, wall time, speed, config, provenance of each), ``wall_time_seconds``
+    (the teachers' and the passes' wall times, as each measured itself) and this call's
+    provenance, and is written to ``output``.
 
     Raises:
         ValueError: a run folder holds the results of a run with other settings.
     """
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     unique = list({planned.config.output_dir: planned.config for planned in plan.runs}.values())
-    configs = list(plan.teachers.values()) + unique
     finished: dict[str, dict] = {}
-    teacher_models = {str(Path(t.output_dir) / MODEL_NAME) for t in plan.teachers.values()}
     teacher_sha: dict[str, str] = {}  # model.pt of each teacher -> its SHA-256
-    bar = _progress_bar(len(configs), plan, progress)
-    for config in configs:
-        results = _run_or_reuse(config, deadline, teacher_sha.get(config.teacher_checkpoint))
+    bar = _progress_bar(len(plan.teachers) + len(unique), plan, progress)
+    for config in plan.teachers.values():
+        results = _reuse(config, None)
+        if results is None:
+            results = _train([config], deadline)
+            results = None if results is None else results[0]
         if results is None:
             break
         finished[config.output_dir] = results
         model = str(Path(config.output_dir) / MODEL_NAME)
-        if model in teacher_models:
-            teacher_sha[model] = file_sha256(model)
+        teacher_sha[model] = file_sha256(model)
         bar.update(1)
+    if len(finished) == len(plan.teachers):
+        waiting = []
+        for config in unique:
+            results = _reuse(config, teacher_sha.get(config.teacher_checkpoint))
+            if results is None:
+                waiting.append(config)
+            else:
+                finished[config.output_dir] = results
+                bar.update(1)
+        for cohort in cohorts(waiting, cohort_size):
+            results = _train(cohort, deadline)
+            if results is None:
+                break
+            for config, result in zip(cohort, results):
+                finished[config.output_dir] = result
+            bar.update(len(cohort))
     bar.close()
+    configs = list(plan.teachers.values()) + unique
     missing = [c.output_dir for c in configs if c.output_dir not in finished]
     if missing:
         return {"completed": False, "plan": plan.name, "scale": plan.scale,
@@ -253,7 +289,12 @@ def run_plan(
     }
     runs = [_run_record(planned, finished[planned.config.output_dir]) for planned in plan.runs]
     teacher_seconds = sum(t["wall_time_seconds"] for t in teachers.values())
-    student_seconds = sum(finished[c.output_dir]["wall_time_seconds"] for c in unique)
+    passes: dict[tuple, float] = {}
+    for config in unique:
+        results = finished[config.output_dir]
+        members = tuple(results.get("cohort") or [config.output_dir])
+        passes[members] = max(passes.get(members, 0.0), results["wall_time_seconds"])
+    student_seconds = sum(passes.values())
     document = {
         "completed": True,
         "plan": plan.name,
@@ -263,6 +304,7 @@ def run_plan(
         "teachers": teachers,
         "runs": runs,
         "distinct_student_runs": len(unique),
+        "student_passes": len(passes),
         "wall_time_seconds": {"teachers": teacher_seconds, "students": student_seconds,
                               "total": teacher_seconds + student_seconds},
         "provenance": provenance(),
@@ -274,6 +316,33 @@ def run_plan(
         temporary.write_text(json.dumps(document, indent=1) + "\n")
         os.replace(temporary, path)
     return document
+
+
+def cohorts(configs: Sequence[TrainConfig], size: int | None = None) -> list[list[TrainConfig]]:
+    """``configs`` split into groups that can train in one pass (the same
+    :data:`perceptcoh.train.COHORT_FIELDS`, data seed and, for transfer runs, teacher; a
+    CE-only student joins the transfer students it matches), in order, each of at most
+    ``size`` students (``None``: no limit)."""
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"cohort_size must be None or an integer >= 1, got {size!r}")
+    buckets: dict[tuple, list[TrainConfig]] = {}
+    for config in configs:
+        shared = tuple(getattr(config, name) for name in COHORT_FIELDS) + (data_seed(config),)
+        buckets.setdefault(shared, []).append(config)
+    groups = []
+    for members in buckets.values():
+        by_teacher: dict[tuple, list[TrainConfig]] = {}
+        for config in members:
+            if config.method != "ce":
+                key = (config.teacher_checkpoint, config.teacher)
+                by_teacher.setdefault(key, []).append(config)
+        parts = list(by_teacher.values()) or [[]]
+        parts[0] = [config for config in members
+                    if config.method == "ce" or config in parts[0]]
+        groups += parts
+    limit = size or max((len(group) for group in groups), default=1)
+    return [group[start : start + limit] for group in groups
+            for start in range(0, len(group), limit)]
 
 
 def aggregate(runs: Sequence[dict], by: Sequence[str], metrics: Sequence[str]) -> list[dict]:
@@ -369,28 +438,33 @@ _PC_DEFAULTS = _pc_defaults()
 # Running.
 
 
-def _run_or_reuse(config: TrainConfig, deadline: float | None,
-                  teacher_sha: str | None) -> dict | None:
-    """The results of ``config``'s run: read when finished (from the teacher whose model.pt
-    has SHA-256 ``teacher_sha``), else trained, resuming its checkpoint; ``None`` when the
-    deadline stops it first."""
+def _reuse(config: TrainConfig, teacher_sha: str | None) -> dict | None:
+    """The results of ``config``'s finished run (from the teacher whose model.pt has
+    SHA-256 ``teacher_sha``), or ``None`` when it has none yet."""
     results_path = Path(config.output_dir) / RESULTS_NAME
-    if results_path.exists():
-        results = json.loads(results_path.read_text())
-        different = run_differences(results, config, teacher_sha)
-        if different:
-            raise ValueError(
-                f"{results_path} holds a run with other settings ({'; '.join(different)}); "
-                f"delete {config.output_dir} or pass another root"
-            )
-        return results
+    if not results_path.exists():
+        return None
+    results = json.loads(results_path.read_text())
+    different = run_differences(results, config, teacher_sha)
+    if different:
+        raise ValueError(
+            f"{results_path} holds a run with other settings ({'; '.join(different)}); "
+            f"delete {config.output_dir} or pass another root"
+        )
+    return results
+
+
+def _train(configs: list[TrainConfig], deadline: float | None) -> list[dict] | None:
+    """Train ``configs`` in one pass, resuming their checkpoints; ``None`` when the deadline
+    stops them first."""
     remaining = None
     if deadline is not None:
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             return None
-    results = run(dataclasses.replace(config, resume=True, time_limit=remaining))
-    return results if results["completed"] else None
+    results = run_cohort([dataclasses.replace(config, resume=True, time_limit=remaining)
+                          for config in configs])
+    return results if all(result["completed"] for result in results) else None
 
 
 def _teacher_record(config: TrainConfig, results: dict, sha256: str) -> dict:
@@ -414,6 +488,7 @@ def _run_record(planned: PlannedRun, results: dict) -> dict:
         "beta": results["beta"],
         "teacher_sha256": (results.get("teacher") or {}).get("sha256"),
         "output_dir": planned.config.output_dir,
+        "cohort": results.get("cohort") or [planned.config.output_dir],
         "wall_time_seconds": results["wall_time_seconds"],
         "images_per_second": results["images_per_second"],
         "images_per_second_after_first_epoch": results["images_per_second_after_first_epoch"],

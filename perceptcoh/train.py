@@ -52,10 +52,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import DATASETS, ImageDataset, augment, load_dataset, normalize
-from .evaluate import evaluate_models, top1_accuracy
+from .evaluate import evaluate_models, evaluate_teacher, top1_accuracy
 from .models import MODELS, build_model
 from .provenance import file_sha256, provenance
-from .registry import LOGIT_LOSSES, LOSSES, build_loss
+from .registry import LOSSES, SPECS, build_loss
 
 __all__ = [
     "TrainConfig",
@@ -67,12 +67,18 @@ __all__ = [
     "CheckpointError",
     "NonFiniteLossError",
     "run",
+    "run_cohort",
     "train_teacher",
     "transfer",
     "prepare",
+    "prepare_cohort",
+    "COHORT_FIELDS",
+    "data_seed",
+    "on_logits",
     "balanced_beta",
     "run_differences",
     "train_epoch",
+    "train_cohort_epoch",
     "load_checkpoint",
     "model_from_checkpoint",
     "evaluate_checkpoint",
@@ -88,20 +94,9 @@ MODEL_NAME = "model.pt"  # after the last epoch: the finished model alone (a tea
 RESULTS_NAME = "results.json"
 CHECKPOINT_FORMAT = "perceptcoh-checkpoint/1"
 
-# Weight of the transfer loss next to cross-entropy (supervised protocol) when TrainConfig
-# leaves beta unset. The baselines follow RepDistiller's CIFAR-100 settings (Tian et al.,
-# 2020), rescaled where our loss is normalised differently: RepDistiller's PKT averages over
-# all B^2 pairs of a batch of 64 where ours sums over neighbours (a factor B), so its 3e4
-# becomes 3e4 / 64. "pc" and "kd" (CE and KD at equal weight) are starting points to tune.
-DEFAULT_BETA = {
-    "pc": 1.0,
-    "fitnet": 100.0,
-    "sp": 3000.0,
-    "cc": 0.02,
-    "rkd": 1.0,
-    "pkt": 3e4 / 64,
-    "kd": 1.0,
-}
+# Weight of the transfer loss next to cross-entropy when a run leaves beta unset: each
+# loss's LossSpec.default_beta (perceptcoh.registry), which says where the values come from.
+DEFAULT_BETA = {name: spec.default_beta for name, spec in SPECS.items()}
 
 # Random-crop padding and horizontal flips per dataset (digits are 8x8 and not mirror-symmetric).
 _AUGMENTATION = {"cifar10": (4, True), "cifar100": (4, True), "digits": (1, False)}
@@ -211,8 +206,13 @@ class TrainConfig:
     test_subset: int | None = _option(
         None, "evaluate on the first N test images of a seeded permutation (smoke runs)"
     )
-    seed: int = _option(0, "seed of the initialisation, the subsets, the batch order and the "
-                        "augmentations")
+    seed: int = _option(0, "seed of the initialisation (and of the data, unless data_seed is "
+                        "set)")
+    data_seed: int | None = _option(
+        None, "seed of the subsets, the batch order and the augmentations; default: seed. "
+        "Students that share it see identical batches, so they can train in one pass "
+        "(run_cohort)"
+    )
     # Execution.
     device: str = _option("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
     precision: str = _option(
@@ -336,6 +336,7 @@ def validate(config: TrainConfig, *, teacher_given: bool = False) -> TrainConfig
     integer("train_subset", config.train_subset, 1, optional=True)
     integer("test_subset", config.test_subset, 1, optional=True)
     integer("seed", config.seed, 0)
+    integer("data_seed", config.data_seed, 0, optional=True)
     integer("eval_every", config.eval_every, 0)
     integer("eval_batch_size", config.eval_batch_size, 1)
     integer("triplet_points", config.triplet_points, 3)
@@ -361,7 +362,7 @@ class Objective(nn.Module):
     ``(loss, student_logits)``: ``CE + beta * L`` (supervised), ``pure_weight * L`` (pure) or
     ``CE``
     (``transfer_loss=None``), where ``L`` is called on logits for the losses in
-    :data:`perceptcoh.LOGIT_LOSSES` and on features otherwise.
+    :func:`on_logits` methods and on features otherwise.
     """
 
     def __init__(self, student: nn.Module, transfer_loss: nn.Module | None, method: str,
@@ -370,7 +371,7 @@ class Objective(nn.Module):
         super().__init__()
         self.student = student
         self.transfer_loss = transfer_loss
-        self.on_logits = method in LOGIT_LOSSES
+        self.on_logits = on_logits(method)
         self.supervised = protocol == "supervised"
         self.beta = beta
         self.pure_weight = pure_weight
@@ -427,59 +428,162 @@ class Session:
     @property
     def classifier(self) -> bool:
         """Whether the student's classifier is trained (and so worth scoring)."""
-        return self.config.protocol == "supervised" or self.config.method in LOGIT_LOSSES
+        return self.config.protocol == "supervised" or on_logits(self.config.method)
+
+
+# Fields on which the students of one pass must agree: they decide the batches, where the
+# data and the teacher live, and how a step runs.
+COHORT_FIELDS = ("dataset", "data_root", "train_subset", "test_subset", "batch_size",
+                 "crop_padding", "flip", "device", "precision", "channels_last", "compile")
+
+
+def on_logits(method: str) -> bool:
+    """Whether ``method``'s transfer loss compares logits (its LossSpec says so)."""
+    return method in SPECS and SPECS[method].inputs == "logits"
+
+
+def data_seed(config: TrainConfig) -> int:
+    """The seed of ``config``'s subsets, batch order and augmentations."""
+    return config.seed if config.data_seed is None else config.data_seed
 
 
 def prepare(config: TrainConfig, *, teacher: nn.Module | None = None) -> Session:
     """Data on the device, models, loss, optimiser and schedule for ``config``.
 
     ``teacher`` replaces the teacher read from ``config.teacher_checkpoint`` (benchmarks and
-    tests use a freshly initialised one); real transfer runs leave it ``None``.
+    tests use a freshly initialised one); real transfer runs leave it ``None``. The same as
+    :func:`prepare_cohort` with one config.
     """
-    config = validate(config, teacher_given=teacher is not None)
-    rank, world_size, local_rank, owner = _init_distributed(config)
-    device = _resolve_device(config.device, local_rank if world_size > 1 else None)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    return prepare_cohort([config], teacher=teacher)[0]
+
+
+def prepare_cohort(configs: list[TrainConfig], *, teacher: nn.Module | None = None
+                   ) -> list[Session]:
+    """One :class:`Session` per config, for students trained together in one pass.
+
+    The data is loaded and moved to the device once, and the teacher read once; each
+    student has its own model, loss, optimiser, schedule and beta. The configs must agree on
+    :data:`COHORT_FIELDS`, on :func:`data_seed` and, for transfer runs, on the teacher
+    checkpoint; they may differ in method, protocol, initialisation seed, loss options,
+    learning rate, epochs and everything else. Each student is initialised from
+    ``torch.manual_seed(config.seed)`` after the teacher is loaded, so it starts from the
+    same weights whether it is trained alone or with others.
+
+    Raises:
+        ValueError: an invalid field, or configs that cannot share a pass (the message
+            names the field).
+    """
+    if not configs:
+        raise ValueError("configs must hold at least one TrainConfig")
+    configs = [validate(config, teacher_given=teacher is not None) for config in configs]
+    _check_cohort(configs)
+    lead = configs[0]
+    rank, world_size, local_rank, owner = _init_distributed(lead)
+    device = _resolve_device(lead.device, local_rank if world_size > 1 else None)
+    memory_format = torch.channels_last if lead.channels_last else torch.contiguous_format
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
 
-    train_set = load_dataset(config.dataset, "train", config.data_root)
-    test_set = load_dataset(config.dataset, "test", config.data_root)
-    if config.train_subset is not None:
-        chosen = _seeded_prefix(len(train_set), config.train_subset, config.seed)
-        train_set = train_set.subset(chosen)
-    if config.test_subset is not None:
-        chosen = _seeded_prefix(len(test_set), config.test_subset, config.seed + 1)
-        test_set = test_set.subset(chosen)
+    seed = data_seed(lead)
+    train_set = load_dataset(lead.dataset, "train", lead.data_root)
+    test_set = load_dataset(lead.dataset, "test", lead.data_root)
+    if lead.train_subset is not None:
+        train_set = train_set.subset(_seeded_prefix(len(train_set), lead.train_subset, seed))
+    if lead.test_subset is not None:
+        test_set = test_set.subset(_seeded_prefix(len(test_set), lead.test_subset, seed + 1))
     train_set, test_set = train_set.to(device), test_set.to(device)
-    if config.batch_size % world_size:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
+    if lead.batch_size % world_size:
+        raise ValueError(f"batch_size {lead.batch_size} is not divisible by the "
                          f"{world_size} processes")
-    local_batch = config.batch_size // world_size
-    steps_per_epoch = len(train_set) // config.batch_size
+    local_batch = lead.batch_size // world_size
+    steps_per_epoch = len(train_set) // lead.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"the training set ({len(train_set)} images) is smaller than one "
-                         f"batch ({config.batch_size})")
+                         f"batch ({lead.batch_size})")
+    transfer = [config for config in configs if config.method != "ce"]
+    teacher_info = None
+    if transfer:
+        if teacher is None:
+            teacher, teacher_info = _load_teacher(transfer[0], train_set.num_classes)
+        else:
+            teacher_info = {"model": transfer[0].teacher, "checkpoint": None, "sha256": None}
+        teacher = teacher.to(device, memory_format=memory_format).eval().requires_grad_(False)
+        if lead.compile:
+            teacher.compile()
+    normalisation = _normalisation(train_set, device)
+    padding, flip = _AUGMENTATION[lead.dataset]
+    augmentation = (
+        padding if lead.crop_padding is None else lead.crop_padding,
+        flip if lead.flip is None else lead.flip,
+    )
+    precision = resolve_precision(lead.precision, device)
+    shared = dict(device=device, rank=rank, world_size=world_size, train_set=train_set,
+                  test_set=test_set, steps_per_epoch=steps_per_epoch, local_batch=local_batch,
+                  augmentation=augmentation, normalisation=normalisation, precision=precision)
+    sessions = []
+    for index, config in enumerate(configs):
+        uses_teacher = config.method != "ce"
+        sessions.append(_prepare_student(
+            config, teacher if uses_teacher else None, teacher_info if uses_teacher else None,
+            memory_format, distributed_owner=owner and index == 0, **shared,
+        ))
+    return sessions
 
+
+def _check_cohort(configs: list[TrainConfig]) -> None:
+    lead = configs[0]
+    for config in configs[1:]:
+        for name in COHORT_FIELDS:
+            if getattr(config, name) != getattr(lead, name):
+                raise ValueError(
+                    f"students trained in one pass must share {name}: {lead.output_dir} has "
+                    f"{getattr(lead, name)!r}, {config.output_dir} {getattr(config, name)!r}"
+                )
+        if data_seed(config) != data_seed(lead):
+            raise ValueError(
+                f"students trained in one pass must share the data seed (data_seed, else "
+                f"seed): {lead.output_dir} has {data_seed(lead)}, {config.output_dir} "
+                f"{data_seed(config)}"
+            )
+    transfer = [config for config in configs if config.method != "ce"]
+    for config in transfer[1:]:
+        if config.teacher_checkpoint != transfer[0].teacher_checkpoint:
+            raise ValueError(
+                f"students trained in one pass must share teacher_checkpoint: "
+                f"{transfer[0].output_dir} has {transfer[0].teacher_checkpoint!r}, "
+                f"{config.output_dir} {config.teacher_checkpoint!r}"
+            )
+        if config.teacher != transfer[0].teacher:
+            raise ValueError(
+                f"students trained in one pass must share teacher: {transfer[0].output_dir} "
+                f"has {transfer[0].teacher!r}, {config.output_dir} {config.teacher!r}"
+            )
+    directories = [config.output_dir for config in configs]
+    if len(set(directories)) != len(directories):
+        raise ValueError(f"students trained in one pass need distinct output_dir, got "
+                         f"{directories}")
+
+
+def _prepare_student(config: TrainConfig, teacher: nn.Module | None, teacher_info: dict | None,
+                     memory_format: torch.memory_format, *, device: torch.device,
+                     train_set: ImageDataset, local_batch: int, steps_per_epoch: int,
+                     world_size: int, normalisation, precision: str,
+                     distributed_owner: bool, **shared) -> Session:
+    """The model, loss, beta, optimiser and schedule of one student."""
     torch.manual_seed(config.seed)
     student = build_model(config.model, train_set.num_classes, **config.model_options)
     student = student.to(device, memory_format=memory_format)
-    teacher_info = None
     transfer_loss = None
-    if config.method != "ce":
-        if teacher is None:
-            teacher, teacher_info = _load_teacher(config, train_set.num_classes)
-        else:
-            teacher_info = {"model": config.teacher, "checkpoint": None, "sha256": None}
-        teacher = teacher.to(device, memory_format=memory_format).eval().requires_grad_(False)
-        if config.method not in LOGIT_LOSSES and local_batch < 3:
+    if teacher is not None:
+        if not on_logits(config.method) and local_batch < 3:
             raise ValueError(f"method {config.method!r} needs at least 3 samples per process "
                              f"and batch, got {local_batch}")
+        spec = SPECS[config.method]
         options = dict(config.loss_options)
-        if "check_finite" in _parameters(LOSSES[config.method]):
+        if spec.device_checks:
             # The epoch's loss is checked once instead: no host synchronisation per step.
             options.setdefault("check_finite", False)
-        if world_size > 1 and "process_group" in _parameters(LOSSES[config.method]):
+        if world_size > 1 and spec.global_batch:
             # PC ranks each process's anchors against the global batch (an explicit opt-in).
             options.setdefault("process_group", torch.distributed.group.WORLD)
         transfer_loss = build_loss(
@@ -489,31 +593,29 @@ def prepare(config: TrainConfig, *, teacher: nn.Module | None = None) -> Session
             **options,
         ).to(device)
     beta = config.beta if config.beta is not None else DEFAULT_BETA.get(config.method, 0.0)
-    normalisation = _normalisation(train_set, device)
     if config.gradient_ratio is not None and transfer_loss is not None:
-        first = _seeded_prefix(len(train_set), config.batch_size, config.seed + 2)
+        rank = shared["rank"]
+        first = _seeded_prefix(len(train_set), config.batch_size, data_seed(config) + 2)
         first = first[rank * local_batch : (rank + 1) * local_batch].to(device)
         inputs = normalize(train_set.images[first], *normalisation,
                            channels_last=config.channels_last)
         beta = config.gradient_ratio * balanced_beta(
             student, teacher, transfer_loss, inputs, train_set.labels[first],
-            on_logits=config.method in LOGIT_LOSSES,
+            on_logits=on_logits(config.method),
         )
         if world_size > 1:  # the processes' shares of the batch differ: one mean for all
-            shared = torch.tensor([beta / world_size], dtype=torch.float64, device=device)
-            torch.distributed.all_reduce(shared)
-            beta = float(shared)
+            mean = torch.tensor([beta / world_size], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(mean)
+            beta = float(mean)
     if config.compile:
         student.compile()
-        if teacher is not None:
-            teacher.compile()
     objective: nn.Module = Objective(
         student, transfer_loss, config.method, config.protocol, beta, config.label_smoothing,
         pure_weight=beta if config.gradient_ratio is not None else 1.0,
     )
     if world_size > 1:
         # A pure feature loss leaves the student's classifier without gradient.
-        unused = config.protocol == "pure" and config.method not in LOGIT_LOSSES
+        unused = config.protocol == "pure" and not on_logits(config.method)
         objective = nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=unused,
@@ -530,21 +632,14 @@ def prepare(config: TrainConfig, *, teacher: nn.Module | None = None) -> Session
         fused=device.type == "cuda",
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
-    padding, flip = _AUGMENTATION[config.dataset]
-    augmentation = (
-        padding if config.crop_padding is None else config.crop_padding,
-        flip if config.flip is None else config.flip,
-    )
-    precision = resolve_precision(config.precision, device)
     return Session(
-        config=config, device=device, rank=rank, world_size=world_size,
-        train_set=train_set, test_set=test_set, student=student, teacher=teacher,
-        transfer_loss=transfer_loss, objective=objective, optimizer=optimizer,
-        scheduler=scheduler, steps_per_epoch=steps_per_epoch, local_batch=local_batch,
-        augmentation=augmentation, normalisation=normalisation,
-        beta=beta, teacher_info=teacher_info, precision=precision,
+        config=config, device=device, world_size=world_size, train_set=train_set,
+        student=student, teacher=teacher, transfer_loss=transfer_loss, objective=objective,
+        optimizer=optimizer, scheduler=scheduler, steps_per_epoch=steps_per_epoch,
+        local_batch=local_batch, normalisation=normalisation, beta=beta,
+        teacher_info=teacher_info, precision=precision,
         scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
-        distributed_owner=owner,
+        distributed_owner=distributed_owner, **shared,
     )
 
 
@@ -596,50 +691,71 @@ def train_epoch(session: Session, epoch: int, *, max_steps: int | None = None) -
     Raises:
         NonFiniteLossError: the epoch's loss is NaN or infinite.
     """
-    config, device = session.config, session.device
-    steps = session.steps_per_epoch
+    return train_cohort_epoch([session], epoch, max_steps=max_steps)[0]
+
+
+def train_cohort_epoch(sessions: list[Session], epoch: int, *, max_steps: int | None = None
+                       ) -> list[dict]:
+    """One epoch of every student of ``sessions`` (from :func:`prepare_cohort`) in one pass
+    over the data: each step draws one batch, augments it once and runs the teacher once,
+    then steps each student on it. Returns one :func:`train_epoch` record per student; the
+    seconds are the pass's, shared by all.
+
+    Raises:
+        NonFiniteLossError: a student's epoch loss is NaN or infinite (the message names
+            its run).
+    """
+    lead = sessions[0]
+    device, steps = lead.device, lead.steps_per_epoch
     if max_steps is not None:
         steps = min(max_steps, steps)
+    seed, batch_size = data_seed(lead.config), lead.config.batch_size
     # The order is the same on every process, the augmentations differ.
-    order = torch.randperm(len(session.train_set), device=device,
-                           generator=_generator(device, config.seed, epoch, 0))
-    augmentation_generator = _generator(device, config.seed, epoch, 1 + session.rank)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    session.objective.train()
-    if session.teacher is not None:
-        session.teacher.eval()
+    order = torch.randperm(len(lead.train_set), device=device,
+                           generator=_generator(device, seed, epoch, 0))
+    augmentation_generator = _generator(device, seed, epoch, 1 + lead.rank)
+    teacher = next((s.teacher for s in sessions if s.teacher is not None), None)
+    loss_sums = torch.zeros(len(sessions), device=device)
+    correct = torch.zeros(len(sessions), dtype=torch.int64, device=device)
+    for session in sessions:
+        session.objective.train()
+    if teacher is not None:
+        teacher.eval()
     _synchronize(device)
     start = time.perf_counter()
     for step in range(steps):
-        first = step * config.batch_size + session.rank * session.local_batch
-        indices = order[first : first + session.local_batch]
-        loss, logits, labels = train_step(session, indices, augmentation_generator)
-        loss_sum += loss
-        correct += (logits.argmax(dim=1) == labels).sum()
-    totals = torch.stack([loss_sum.double(), correct.double()])
-    if session.world_size > 1:
-        torch.distributed.all_reduce(totals)
-    loss_total, correct_total = totals.tolist()  # the epoch's one host synchronisation
+        first = step * batch_size + lead.rank * lead.local_batch
+        indices = order[first : first + lead.local_batch]
+        inputs, labels = training_batch(lead, indices, augmentation_generator)
+        teacher_outputs = teacher_forward(lead, teacher, inputs)
+        for index, session in enumerate(sessions):
+            loss, logits = optimiser_step(session, inputs, labels, *teacher_outputs)
+            loss_sums[index] += loss
+            correct[index] += (logits.argmax(dim=1) == labels).sum()
+    sums = torch.stack([loss_sums.double(), correct.double()], dim=1)
+    if lead.world_size > 1:
+        torch.distributed.all_reduce(sums)
+    totals = sums.tolist()  # the epoch's one host synchronisation
     seconds = time.perf_counter() - start
-    images = steps * config.batch_size
-    mean_loss = loss_total / (max(steps, 1) * session.world_size)
-    if not math.isfinite(mean_loss):
-        raise NonFiniteLossError(
-            f"the training loss of epoch {epoch + 1} is {mean_loss} (method {config.method!r}, "
-            f"lr {config.lr}, beta {session.beta}); lower the learning rate or beta, or check "
-            f"the teacher checkpoint"
-        )
-    return {"loss": mean_loss, "train_top1": correct_total / max(images, 1),
-            "images": images, "seconds": seconds}
+    images = steps * batch_size
+    records = []
+    for session, (loss_total, correct_total) in zip(sessions, totals):
+        mean_loss = loss_total / (max(steps, 1) * lead.world_size)
+        if not math.isfinite(mean_loss):
+            config = session.config
+            raise NonFiniteLossError(
+                f"the training loss of epoch {epoch + 1} of {config.output_dir} is {mean_loss} "
+                f"(method {config.method!r}, lr {config.lr}, beta {session.beta}); lower the "
+                f"learning rate or beta, or check the teacher checkpoint"
+            )
+        records.append({"loss": mean_loss, "train_top1": correct_total / max(images, 1),
+                        "images": images, "seconds": seconds})
+    return records
 
 
-def train_step(session: Session, indices: torch.Tensor, generator: torch.Generator):
-    """One optimiser step on the training images ``indices`` (a device tensor).
-
-    Returns the detached loss, the student's logits and the labels, all on the device:
-    nothing here waits for the device to finish.
-    """
+def training_batch(session: Session, indices: torch.Tensor, generator: torch.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised, augmented images ``indices`` (a device tensor) and their labels."""
     train_set = session.train_set
     images = train_set.images[indices]
     labels = train_set.labels[indices]
@@ -649,14 +765,26 @@ def train_step(session: Session, indices: torch.Tensor, generator: torch.Generat
     # Mean and std as device tensors: built from floats, they would be copied to the device
     # on every call, a copy that waits for the device.
     mean, std = session.normalisation
-    inputs = normalize(images, mean, std, channels_last=session.config.channels_last)
+    return normalize(images, mean, std, channels_last=session.config.channels_last), labels
+
+
+def teacher_forward(session: Session, teacher: nn.Module | None, inputs: torch.Tensor
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The frozen teacher's ``(features, logits)`` on ``inputs`` (``(None, None)`` without a
+    teacher), under ``torch.inference_mode`` in the session's precision."""
+    if teacher is None:
+        return None, None
+    with session.autocast, torch.inference_mode():
+        features, logits = teacher(inputs)
+    # Out of inference mode, so that losses may save them for their backward pass.
+    return features.clone(), logits.clone()
+
+
+def optimiser_step(session: Session, inputs: torch.Tensor, labels: torch.Tensor,
+                   teacher_features: torch.Tensor | None, teacher_logits: torch.Tensor | None):
+    """One optimiser step of ``session``'s student on a prepared batch. Returns the detached
+    loss and the student's logits, on the device: nothing here waits for the device."""
     with session.autocast:
-        teacher_features = teacher_logits = None
-        if session.teacher is not None:
-            with torch.inference_mode():
-                teacher_features, teacher_logits = session.teacher(inputs)
-            # Out of inference mode, so that losses may save them for their backward pass.
-            teacher_features, teacher_logits = teacher_features.clone(), teacher_logits.clone()
         loss, logits = session.objective(inputs, labels, teacher_features, teacher_logits)
     session.optimizer.zero_grad(set_to_none=True)
     if session.scaler is None:
@@ -670,7 +798,19 @@ def train_step(session: Session, indices: torch.Tensor, generator: torch.Generat
         session.scaler.step(session.optimizer)
         session.scaler.update()
     session.scheduler.step()
-    return loss.detach(), logits.detach(), labels
+    return loss.detach(), logits.detach()
+
+
+def train_step(session: Session, indices: torch.Tensor, generator: torch.Generator):
+    """One optimiser step on the training images ``indices`` (a device tensor).
+
+    Returns the detached loss, the student's logits and the labels, all on the device:
+    nothing here waits for the device to finish.
+    """
+    inputs, labels = training_batch(session, indices, generator)
+    teacher_outputs = teacher_forward(session, session.teacher, inputs)
+    loss, logits = optimiser_step(session, inputs, labels, *teacher_outputs)
+    return loss, logits, labels
 
 
 def run(config: TrainConfig) -> dict:
@@ -681,7 +821,7 @@ def run(config: TrainConfig) -> dict:
     ``checkpoint_every`` epochs, after the last and before a time-limit stop, the checkpoint is
     replaced; with ``resume`` a run continues from it. When
     ``time_limit`` stops a run early, the returned dict has ``completed: False`` and no
-    ``results.json`` is written.
+    ``results.json`` is written. The same as :func:`run_cohort` with one config.
 
     Raises:
         ValueError: an invalid field (unknown dataset, model, method, ...), or a teacher
@@ -689,22 +829,101 @@ def run(config: TrainConfig) -> dict:
         CheckpointError: a corrupt checkpoint, or one written by a different run.
         NonFiniteLossError: the loss diverged.
     """
+    return run_cohort([config])[0]
+
+
+def run_cohort(configs: list[TrainConfig]) -> list[dict]:
+    """Train several students in one pass over the data (:func:`prepare_cohort`), each
+    with its own checkpoint, evaluation and ``results.json``; returns their results in
+    order. A student resumed at a later epoch than the others, or with fewer epochs, takes
+    part in the epochs it still needs: every epoch's batches depend on the data seed and the
+    epoch only. The teacher is run once per step for all students, and its evaluation
+    (features, probes, ranks of the test set) is computed once for all of them.
+
+    ``time_limit`` is the smallest of the configs'. Each result has ``cohort`` (the output
+    folders of the students trained in the pass) and ``cohort_size``; its seconds and images
+    per second are the pass's.
+
+    Raises:
+        as :func:`run`, for any student.
+    """
     started = time.perf_counter()
-    session = prepare(config)
+    sessions = prepare_cohort(configs)
     try:
-        return _run(session, started)
+        return _run_cohort(sessions, started)
     finally:
-        if session.distributed_owner:
+        if sessions[0].distributed_owner:
             torch.distributed.destroy_process_group()
 
 
-def _run(session: Session, started: float) -> dict:
-    config, student = session.config, session.student
-    output = Path(config.output_dir)
-    checkpoint_path = output / CHECKPOINT_NAME
-    is_writer = session.rank == 0
-    start_epoch, history = 0, []
-    totals = {"train_seconds": 0.0, "train_images": 0, "wall_seconds": 0.0}
+@dataclass
+class _Member:
+    """A student's progress through a cohort's epochs."""
+
+    session: Session
+    output: Path
+    start_epoch: int = 0
+    history: list = field(default_factory=list)
+    totals: dict = field(default_factory=lambda: {"train_seconds": 0.0, "train_images": 0,
+                                                  "wall_seconds": 0.0})
+    wall_offset: float = 0.0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.output / CHECKPOINT_NAME
+
+
+def _run_cohort(sessions: list[Session], started: float) -> list[dict]:
+    members = [_resume(session) for session in sessions]
+    lead = sessions[0]
+    is_writer = lead.rank == 0
+    limits = [s.config.time_limit for s in sessions if s.config.time_limit is not None]
+    time_limit = min(limits) if limits else None
+    first_epoch = min(member.start_epoch for member in members)
+    last_epoch = max(member.session.config.epochs for member in members)
+    reporter = _Reporter(sessions, first_epoch, last_epoch,
+                         enabled=lead.config.progress and is_writer)
+    stopped_early = False
+    for epoch in range(first_epoch, last_epoch):
+        active = [m for m in members if m.start_epoch <= epoch < m.session.config.epochs]
+        records = train_cohort_epoch([m.session for m in active], epoch)
+        if time_limit is not None:
+            # Stop if another epoch would end past the limit; every process must agree.
+            elapsed = time.perf_counter() - started
+            unfinished = any(epoch + 1 < m.session.config.epochs for m in active)
+            stopped_early = unfinished and _any_process(
+                lead, elapsed + records[0]["seconds"] > time_limit)
+        reporter.epoch([
+            (member.session.config.output_dir,
+             _end_epoch(member, epoch, stats, stopped_early, started, is_writer))
+            for member, stats in zip(active, records)
+        ])
+        if stopped_early:
+            break
+    reporter.close()
+    if stopped_early:
+        return [{"completed": False, "epoch": m.history[-1]["epoch"] if m.history else 0,
+                 "epochs": m.session.config.epochs, "checkpoint": str(m.checkpoint_path),
+                 "history": m.history} for m in members]
+    reference = None
+    teacher = next((s.teacher for s in sessions if s.teacher is not None), None)
+    if teacher is not None:
+        lead_transfer = next(s for s in sessions if s.teacher is not None).config
+        reference = evaluate_teacher(
+            teacher, lead.test_set, train_set=lead.train_set,
+            probes=any(s.config.teacher_probes for s in sessions if s.teacher is not None),
+            batch_size=lead_transfer.eval_batch_size, channels_last=lead_transfer.channels_last,
+            seed=data_seed(lead_transfer),
+        )
+    cohort = [member.session.config.output_dir for member in members]
+    return [_finish(member, reference, started, cohort, is_writer) for member in members]
+
+
+def _resume(session: Session) -> _Member:
+    """A cohort member for ``session``, from its checkpoint when resuming."""
+    config = session.config
+    member = _Member(session, Path(config.output_dir))
+    checkpoint_path = member.checkpoint_path
     if checkpoint_path.exists() and not config.resume:
         raise CheckpointError(
             f"{checkpoint_path} already exists: pass resume=True (--resume) to continue that "
@@ -715,7 +934,7 @@ def _run(session: Session, started: float) -> dict:
         _check_same_run(state, config, checkpoint_path,
                         (session.teacher_info or {}).get("sha256"))
         try:
-            student.load_state_dict(state["model_state"])
+            session.student.load_state_dict(state["model_state"])
             if session.transfer_loss is not None:
                 session.transfer_loss.load_state_dict(state["loss_state"])
             session.optimizer.load_state_dict(state["optimizer"])
@@ -727,58 +946,59 @@ def _run(session: Session, started: float) -> dict:
                 torch.cuda.set_rng_state(state["rng"]["cuda"][0], session.device)
             if config.gradient_ratio is not None:  # measured once, at the start of the run
                 _set_beta(session, float(state["beta"]))
-            start_epoch, history = int(state["epoch"]), list(state["history"])
-            totals.update(state["totals"])
+            member.start_epoch, member.history = int(state["epoch"]), list(state["history"])
+            member.totals.update(state["totals"])
         except (RuntimeError, KeyError, ValueError, TypeError) as error:
             raise CheckpointError(f"{checkpoint_path} does not fit this run: {error!r}") from error
-    wall_offset = totals["wall_seconds"]
+    member.wall_offset = member.totals["wall_seconds"]
+    return member
 
-    reporter = _Reporter(config, start_epoch, enabled=config.progress and is_writer)
-    stopped_early = False
-    for epoch in range(start_epoch, config.epochs):
-        stats = train_epoch(session, epoch)
-        totals["train_seconds"] += stats["seconds"]
-        totals["train_images"] += stats["images"]
-        record = {
-            "epoch": epoch + 1,
-            "loss": stats["loss"],
-            "lr": session.optimizer.param_groups[0]["lr"],
-            "seconds": stats["seconds"],
-            "images_per_second": stats["images"] / stats["seconds"],
-        }
-        last = epoch + 1 == config.epochs
-        if session.classifier:
-            record["train_top1"] = stats["train_top1"]
-            if last or (config.eval_every and (epoch + 1) % config.eval_every == 0):
-                record["test_top1"] = top1_accuracy(
-                    student, session.test_set, config.eval_batch_size,
-                    channels_last=config.channels_last,
-                )
-        history.append(record)
-        if not last and config.time_limit is not None:
-            # Stop if another epoch would end past the limit; every process must agree.
-            elapsed = time.perf_counter() - started
-            stopped_early = _any_process(session, elapsed + stats["seconds"] > config.time_limit)
-        every = config.checkpoint_every
-        if is_writer and (last or stopped_early or (every and (epoch + 1) % every == 0)):
-            totals["wall_seconds"] = wall_offset + time.perf_counter() - started
-            _save_checkpoint(session, checkpoint_path, epoch + 1, history, totals)
-        reporter.epoch(record)
-        if stopped_early:
-            break
-    reporter.close()
-    if stopped_early:
-        return {"completed": False, "epoch": history[-1]["epoch"], "epochs": config.epochs,
-                "checkpoint": str(checkpoint_path), "history": history}
 
+def _end_epoch(member: _Member, epoch: int, stats: dict, stopped_early: bool, started: float,
+               is_writer: bool) -> dict:
+    """Record a member's epoch, score its test top-1 when due, checkpoint when due."""
+    session = member.session
+    config = session.config
+    member.totals["train_seconds"] += stats["seconds"]
+    member.totals["train_images"] += stats["images"]
+    record = {
+        "epoch": epoch + 1,
+        "loss": stats["loss"],
+        "lr": session.optimizer.param_groups[0]["lr"],
+        "seconds": stats["seconds"],
+        "images_per_second": stats["images"] / stats["seconds"],
+    }
+    last = epoch + 1 == config.epochs
+    if session.classifier:
+        record["train_top1"] = stats["train_top1"]
+        if last or (config.eval_every and (epoch + 1) % config.eval_every == 0):
+            record["test_top1"] = top1_accuracy(
+                session.student, session.test_set, config.eval_batch_size,
+                channels_last=config.channels_last,
+            )
+    member.history.append(record)
+    every = config.checkpoint_every
+    if is_writer and (last or stopped_early or (every and (epoch + 1) % every == 0)):
+        member.totals["wall_seconds"] = member.wall_offset + time.perf_counter() - started
+        _save_checkpoint(session, member.checkpoint_path, epoch + 1, member.history,
+                         member.totals)
+    return record
+
+
+def _finish(member: _Member, reference, started: float, cohort: list[str],
+            is_writer: bool) -> dict:
+    """Evaluate a trained member, write its model.pt and results.json; its results."""
+    session, history, totals = member.session, member.history, member.totals
+    config = session.config
     metrics = evaluate_models(
-        student, session.test_set, train_set=session.train_set, teacher=session.teacher,
+        session.student, session.test_set, train_set=session.train_set,
+        teacher=session.teacher, teacher_reference=reference if session.teacher else None,
         classifier=session.classifier, teacher_probes=config.teacher_probes,
         batch_size=config.eval_batch_size,
-        channels_last=config.channels_last, seed=config.seed,
+        channels_last=config.channels_last, seed=data_seed(config),
         max_points=config.triplet_points,
     )
-    wall_seconds = wall_offset + time.perf_counter() - started
+    wall_seconds = member.wall_offset + time.perf_counter() - started
     # The first epoch pays for warm-up (cuDNN autotuning, torch.compile).
     steady = history[1:]
     steady_speed = None
@@ -791,10 +1011,12 @@ def _run(session: Session, started: float) -> dict:
         "config": _jsonable(asdict(config)),
         "teacher": session.teacher_info,
         "beta": session.beta if config.method != "ce" else None,
-        "checkpoint": str(checkpoint_path),
-        "model": str(output / MODEL_NAME),
+        "checkpoint": str(member.checkpoint_path),
+        "model": str(member.output / MODEL_NAME),
         "epochs_completed": history[-1]["epoch"] if history else 0,
         "world_size": session.world_size,
+        "cohort_size": len(cohort),
+        "cohort": cohort,
         "steps_per_epoch": session.steps_per_epoch,
         "train_images": len(session.train_set),
         "test_images": len(session.test_set),
@@ -807,9 +1029,9 @@ def _run(session: Session, started: float) -> dict:
         "provenance": provenance(),
     }
     if is_writer:
-        _save_checkpoint(session, output / MODEL_NAME, results["epochs_completed"], history,
-                         totals, model_only=True)
-        _atomic_write_text(output / RESULTS_NAME, json.dumps(results, indent=2) + "\n")
+        _save_checkpoint(session, member.output / MODEL_NAME, results["epochs_completed"],
+                         history, totals, model_only=True)
+        _atomic_write_text(member.output / RESULTS_NAME, json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -888,7 +1110,7 @@ def evaluate_checkpoint(
         train_set = train_set.subset(_seeded_prefix(len(train_set), train_subset, seed))
     if test_subset is not None:
         test_set = test_set.subset(_seeded_prefix(len(test_set), test_subset, seed + 1))
-    classifier = config.get("protocol") == "supervised" or config.get("method") in LOGIT_LOSSES
+    classifier = config.get("protocol") == "supervised" or on_logits(config.get("method"))
     metrics = evaluate_models(
         student, test_set.to(resolved), train_set=train_set.to(resolved), teacher=teacher,
         classifier=classifier, k=k, max_points=triplet_points, batch_size=batch_size,
@@ -1113,12 +1335,6 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _parameters(cls: type) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(cls).parameters)
-
-
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
@@ -1131,38 +1347,51 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 class _Reporter:
-    """Per-epoch progress: a tqdm bar on a terminal, a plain line otherwise, or nothing."""
+    """Per-epoch progress of a cohort: a tqdm bar on a terminal (the first student's
+    numbers), one line per student and epoch otherwise, or nothing."""
 
-    def __init__(self, config: TrainConfig, start_epoch: int, enabled: bool) -> None:
-        self.config, self.enabled, self.bar = config, enabled, None
+    def __init__(self, sessions: list[Session], start_epoch: int, epochs: int,
+                 enabled: bool) -> None:
+        self.epochs, self.enabled, self.bar = epochs, enabled, None
+        self.cohort = len(sessions) > 1
         if enabled and sys.stderr.isatty():
             try:
                 from tqdm.auto import tqdm
             except ImportError:
                 tqdm = None
             if tqdm is not None:
-                self.bar = tqdm(total=config.epochs, initial=start_epoch, unit="epoch",
-                                desc=f"{config.model} {config.method}", dynamic_ncols=True)
+                lead = sessions[0].config
+                description = (f"{len(sessions)} students" if self.cohort
+                               else f"{lead.model} {lead.method}")
+                self.bar = tqdm(total=epochs, initial=start_epoch, unit="epoch",
+                                desc=description, dynamic_ncols=True)
 
-    def epoch(self, record: dict) -> None:
+    def epoch(self, records: list[tuple[str, dict]]) -> None:
+        """``records``: (output_dir, epoch record) of each student trained this epoch."""
         if not self.enabled:
             return
-        shown = {"loss": f"{record['loss']:.4g}"}
-        for name in ("train_top1", "test_top1"):
-            if name in record:
-                shown[name] = f"{record[name]:.4f}"
-        shown["img/s"] = f"{record['images_per_second']:,.0f}"
         if self.bar is not None:
-            self.bar.set_postfix(shown, refresh=False)
+            self.bar.set_postfix(_summary(records[0][1]), refresh=False)
             self.bar.update(1)
-        else:
-            text = "  ".join(f"{key} {value}" for key, value in shown.items())
-            print(f"epoch {record['epoch']}/{self.config.epochs}  {text}", file=sys.stderr,
+            return
+        for output_dir, record in records:
+            text = "  ".join(f"{key} {value}" for key, value in _summary(record).items())
+            name = f"{output_dir}  " if self.cohort else ""
+            print(f"{name}epoch {record['epoch']}/{self.epochs}  {text}", file=sys.stderr,
                   flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _summary(record: dict) -> dict[str, str]:
+    shown = {"loss": f"{record['loss']:.4g}"}
+    for name in ("train_top1", "test_top1"):
+        if name in record:
+            shown[name] = f"{record[name]:.4f}"
+    shown["img/s"] = f"{record['images_per_second']:,.0f}"
+    return shown
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -132,11 +132,17 @@ def test_run_plan_trains_once_records_teachers_and_resumes(tiny_scale, tmp_path,
                                                 or entry["key"]["method"] == "kd")
     walls = document["wall_time_seconds"]
     assert walls["total"] == pytest.approx(walls["teachers"] + walls["students"])
-    assert walls["students"] == pytest.approx(sum(e["wall_time_seconds"]
-                                                  for e in document["runs"]))
+    # Students train in passes (one per seed here: the tiny scale sets no data_seed); a
+    # pass's wall time counts once.
+    passes = {}
+    for entry in document["runs"]:
+        members = tuple(entry["cohort"])
+        passes[members] = max(passes.get(members, 0.0), entry["wall_time_seconds"])
+    assert len(passes) == document["student_passes"] == 2
+    assert walls["students"] == pytest.approx(sum(passes.values()))
 
     # A second call trains nothing: every run is read back.
-    monkeypatch.setattr(experiments, "run", lambda config: pytest.fail("trained again"))
+    monkeypatch.setattr(experiments, "run_cohort", lambda configs: pytest.fail("trained again"))
     again = run_plan(plan, None, progress=False)
     assert again["runs"] == document["runs"] and again["teachers"] == document["teachers"]
 
@@ -189,3 +195,64 @@ def test_cli_experiment_errors_are_clear(capsys):
     assert "--pairs and --methods" in capsys.readouterr().err
     assert main(["experiment", "comparison", "--methods", "magic"]) == 1
     assert "methods must be" in capsys.readouterr().err
+
+
+def test_every_full_scale_student_shares_one_pass():
+    """One data seed for every method, protocol and initialisation seed, and one teacher:
+    the 90 students can train in one pass, or in passes of a chosen size, in plan order."""
+    from perceptcoh.experiments import cohorts
+
+    plan = comparison_plan("full")
+    configs = list({run.config.output_dir: run.config for run in plan.runs}.values())
+    assert [len(group) for group in cohorts(configs)] == [90]
+    groups = cohorts(configs, 16)
+    assert [len(group) for group in groups] == [16] * 5 + [10]
+    assert [config for group in groups for config in group] == configs
+    with pytest.raises(ValueError, match="cohort_size"):
+        cohorts(configs, 0)
+
+
+def test_students_of_different_data_or_teachers_get_different_passes(tiny_scale):
+    from perceptcoh.experiments import cohorts
+
+    plan = comparison_plan(tiny_scale, methods=["ce", "pc"])  # tiny: data seed = seed
+    configs = [run.config for run in plan.runs]
+    groups = cohorts(configs)
+    assert len(groups) == 2 and all({c.seed for c in group} == {group[0].seed}
+                                    for group in groups)
+    other = dataclasses.replace(configs[1], teacher_checkpoint="elsewhere/model.pt",
+                                output_dir="elsewhere")
+    assert len(cohorts([configs[0], configs[1], other])) == 2
+
+
+def test_the_dry_run_counts_flops_as_designed():
+    """resnet32x4 and resnet8x4 forwards cost 2.17 and 0.35 GFLOP per CIFAR image (2 FLOP
+    per multiply-add); the full comparison then costs one teacher training, one teacher
+    forward per batch of the pass, and 90 student trainings."""
+    from perceptcoh.cost import TRAIN_FORWARDS, forward_flops, plan_cost
+
+    assert forward_flops("resnet32x4", "cifar100") == pytest.approx(2.17e9, rel=0.01)
+    assert forward_flops("resnet8x4", "cifar100") == pytest.approx(0.354e9, rel=0.01)
+    plan = comparison_plan("full", root="no-such-root")
+    cost = plan_cost(plan, calibrate=False)
+    teacher, students = cost["parts"]
+    assert teacher["images"] == 120 * (50_000 // 512) * 512
+    assert students["images"] == 20 * (50_000 // 512) * 512 and students["students"] == 90
+    per_student = {name: TRAIN_FORWARDS * students["images"] * forward_flops(name, "cifar100")
+                   for name in ("resnet8x4", "shufflenetv2")}
+    expected = students["images"] * forward_flops("resnet32x4", "cifar100") + 45 * sum(
+        per_student.values())
+    assert students["flops"] == pytest.approx(expected, rel=1e-12)
+    assert cost["flops"] == teacher["flops"] + students["flops"] and cost["seconds"] is None
+
+
+def test_the_dry_run_prices_only_what_is_left(tiny_scale, tmp_path):
+    from perceptcoh.cost import format_cost, plan_cost
+
+    plan = comparison_plan(tiny_scale, methods=["ce", "pc"], seeds=[0], root=tmp_path,
+                           progress=False)
+    before = plan_cost(plan)
+    assert len(before["parts"]) == 2 and before["seconds"] > 0
+    assert "total" in format_cost(before)
+    run_plan(plan, None, progress=False)
+    assert plan_cost(plan)["parts"] == []
