@@ -214,7 +214,9 @@ def load_dataset(
     (seconds: xz or JPEG); the decoded arrays are cached as uncompressed ``.npz`` under
     ``$PERCEPTCOH_CACHE`` (default ``~/.cache/perceptcoh``), keyed by the source files'
     names, sizes and modification times, so a changed source is decoded again. Reading
-    the test split needs the training split's statistics; they are cached too.
+    the test split needs the training split's statistics; they are cached too. Within a
+    process a split is read once: later calls return tensors over the same CPU memory, so
+    do not modify them in place (``subset`` and ``to`` copy).
 
     Raises:
         ValueError: ``name`` or ``split`` is not a known value.
@@ -232,8 +234,12 @@ def load_dataset(
         source_kind = "sklearn"
     else:
         source = _find_cifar(name, _resolve_root(root), download)
-        images, labels = _read_split(source, split)
-        mean, std = _train_statistics(source, images if split == "train" else None)
+        key = (source, split, tuple(_stamp(path) for path in source.files(split)))
+        if key not in _loaded:  # read once per process; a changed file is read again
+            images, labels = _read_split(source, split)
+            mean, std = _train_statistics(source, images if split == "train" else None)
+            _loaded[key] = images, labels, mean, std
+        images, labels, mean, std = _loaded[key]
         source_kind = source.kind
     return ImageDataset(
         images=torch.from_numpy(images).to(device),
@@ -450,6 +456,16 @@ class _Source:
         else:
             names = _OFFLINE_FILES[self.name][split]
         return [self.directory / file_name for file_name in names]
+
+
+# Decoded CIFAR splits of this process, keyed by their source and its files' sizes and
+# modification times: a run plan's many runs read each split once.
+_loaded: dict[tuple, tuple[np.ndarray, np.ndarray, tuple, tuple]] = {}
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    status = path.stat()
+    return str(path), status.st_size, status.st_mtime_ns
 
 
 def _resolve_root(root: str | os.PathLike | None) -> Path:
