@@ -6,9 +6,9 @@
 K students (methods pc, kd, fitnet, rkd, pkt, sp, cc, ce in turn; CIFAR-100, the supervised
 protocol) take ``--steps`` training steps each, on the same batches:
 
-* ``one pass``: :func:`perceptcoh.train.train_cohort_epoch`: per step one batch is drawn,
+* ``one pass``: :func:`perceptcoh.engine.train_cohort_epoch`: per step one batch is drawn,
   augmented and run through the teacher once, then each student steps on it.
-* ``separate``: :func:`perceptcoh.train.train_epoch` for each student in turn, as K runs
+* ``separate``: :func:`perceptcoh.engine.train_epoch` for each student in turn, as K runs
   would: the batch, its augmentation and the teacher's forward are repeated K times.
 
 The teacher's weights are random (a trained teacher costs the same time). Throughput is
@@ -25,8 +25,8 @@ import sys
 import torch
 
 from perceptcoh.models import build_model
-from perceptcoh.provenance import provenance
-from perceptcoh.train import TrainConfig, prepare_cohort, train_cohort_epoch, train_epoch
+from perceptcoh.engine.provenance import provenance
+from perceptcoh.engine import TrainConfig, prepare_cohort, train_cohort_epoch, train_epoch
 
 METHODS = ("pc", "kd", "fitnet", "rkd", "pkt", "sp", "cc", "ce")
 

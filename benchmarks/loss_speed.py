@@ -33,7 +33,7 @@ import torch
 
 from perceptcoh import PerceptionCoherenceLoss
 from perceptcoh.dissimilarity import pairwise
-from perceptcoh.provenance import provenance
+from perceptcoh.engine.provenance import provenance
 from perceptcoh.ranking import exact_ranks, row_scale
 
 STUDENT_DIM, TEACHER_DIM, TAU = 64, 256, 0.1

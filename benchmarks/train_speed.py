@@ -4,7 +4,7 @@ against the same training written the usual way, side by side.
     python benchmarks/train_speed.py                                  # one epoch, CUDA if present
     python benchmarks/train_speed.py --device cpu --steps 4 --batch-size 64 --json out.json
 
-* ``ours``: :func:`perceptcoh.train.train_epoch`: the training set resident on the device as
+* ``ours``: :func:`perceptcoh.engine.train_epoch`: the training set resident on the device as
   uint8, one permutation per epoch, crops and flips as tensor ops on the batch, bf16
   autocast (CUDA only), channels_last, no host synchronisation inside the epoch.
 * ``dataloader``: a torchvision pipeline as most training scripts have it: a dataset of
@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from perceptcoh import PerceptionCoherenceLoss
-from perceptcoh.data import load_dataset
+from perceptcoh.engine.data import load_dataset
 from perceptcoh.models import build_model
-from perceptcoh.provenance import provenance
-from perceptcoh.train import TrainConfig, prepare, train_epoch
+from perceptcoh.engine.provenance import provenance
+from perceptcoh.engine import TrainConfig, prepare, train_epoch
 
 TEACHER, STUDENT, BETA, TAU = "resnet32x4", "resnet8x4", 1.0, 0.1
 

@@ -7,6 +7,7 @@ signature ``loss(student, teacher)`` and are registered by name in ``LOSSES``.
 """
 
 from .baselines import PKT, CorrelationCongruence, FitNet, LogitKD, RelationalKD, SimilarityPreserving
+from .crd import CRD
 from .dissimilarity import dissimilarity
 from .loss import PerceptionCoherenceLoss
 from .metrics import knn_agreement, triplet_concordance
@@ -26,6 +27,7 @@ __all__ = [
     "RelationalKD",
     "PKT",
     "LogitKD",
+    "CRD",
     "LOSSES",
     "LOGIT_LOSSES",
     "build_loss",

@@ -1,6 +1,6 @@
-"""``python -m perceptcoh``: see :mod:`perceptcoh.cli`."""
+"""``python -m perceptcoh``: see :mod:`perceptcoh.engine.cli`."""
 
-from .cli import main
+from .engine.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

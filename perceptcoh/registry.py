@@ -7,9 +7,12 @@
 * ``"rkd"``: :class:`perceptcoh.baselines.RelationalKD`, features.
 * ``"pkt"``: :class:`perceptcoh.baselines.PKT`, features.
 * ``"kd"``: :class:`perceptcoh.baselines.LogitKD`, logits.
+* ``"crd"``: :class:`perceptcoh.crd.CRD`, features and the batch's dataset positions; needs
+  both dims and the training set's size.
 
 Every loss is called as ``loss(student, teacher)`` (the student's side first, then the
-teacher's) and returns a 0-dim tensor. The losses whose :class:`LossSpec` has
+teacher's; ``loss(student, teacher, indices)`` for the losses whose spec is ``indexed``) and
+returns a 0-dim tensor. The losses whose :class:`LossSpec` has
 ``inputs="logits"`` take ``(B, C)`` logits; all the others take ``(B, q)`` student and
 ``(B, p)`` teacher features.
 """
@@ -30,6 +33,7 @@ from .baselines import (
     RelationalKD,
     SimilarityPreserving,
 )
+from .crd import CRD
 from .loss import PerceptionCoherenceLoss
 
 __all__ = ["LossSpec", "SPECS", "LOSSES", "LOGIT_LOSSES", "build_loss"]
@@ -49,7 +53,9 @@ class LossSpec:
       factor ``B``), so its 3e4 becomes 3e4 / 64. ``"pc"`` and ``"kd"`` (equal weight) are
       starting points to tune.
     * ``sized``: constructor arguments sized from the networks (``"student_dim"``,
-      ``"teacher_dim"``) for losses with learnable projections.
+      ``"teacher_dim"``) or the data (``"dataset_size"``, the training images), for losses
+      with learnable projections or a memory over the training set.
+    * ``indexed``: called with a third argument, the batch's positions in the training set.
     * ``device_checks``: the constructor takes ``check_finite`` (a trainer turns it off and
       checks each epoch's loss instead, to keep host synchronisations out of its steps).
     * ``global_batch``: the constructor takes ``process_group`` (ranking over the global
@@ -60,6 +66,7 @@ class LossSpec:
     inputs: Literal["features", "logits"]
     default_beta: float
     sized: tuple[str, ...] = ()
+    indexed: bool = False
     device_checks: bool = True
     global_batch: bool = False
 
@@ -72,6 +79,8 @@ SPECS: dict[str, LossSpec] = {
     "rkd": LossSpec(RelationalKD, "features", 1.0),
     "pkt": LossSpec(PKT, "features", 3e4 / 64),
     "kd": LossSpec(LogitKD, "logits", 1.0),
+    # RepDistiller's CRD runs use beta = 0.8.
+    "crd": LossSpec(CRD, "features", 0.8, sized=(*_DIMENSIONS, "dataset_size"), indexed=True),
 }
 
 # Views of SPECS, for loops over the losses.
@@ -84,13 +93,14 @@ def build_loss(
     *,
     student_dim: int | None = None,
     teacher_dim: int | None = None,
+    dataset_size: int | None = None,
     **options: object,
 ) -> nn.Module:
     """Construct the transfer loss registered as ``name``.
 
-    ``student_dim`` and ``teacher_dim`` are passed only to the losses whose
-    :attr:`LossSpec.sized` names them (those with learnable projections: ``"fitnet"``,
-    ``"cc"``), so a trainer can always pass both; the others ignore them. ``options`` are
+    ``student_dim``, ``teacher_dim`` and ``dataset_size`` are passed only to the losses
+    whose :attr:`LossSpec.sized` names them (``"fitnet"``, ``"cc"``, ``"crd"``), so a
+    trainer can always pass all three; the others ignore them. ``options`` are
     the constructor's other keyword arguments (``tau`` for ``"pc"``, ``temperature`` for
     ``"kd"``, ...).
 
@@ -101,14 +111,15 @@ def build_loss(
     Raises:
         TypeError: ``name`` is not a string, or an option is not an argument of the loss.
         ValueError: ``name`` is unknown (the message lists the known names), or the loss
-            needs ``student_dim``/``teacher_dim`` and it is ``None``.
+            needs ``student_dim``/``teacher_dim``/``dataset_size`` and it is ``None``.
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__}")
     if name not in SPECS:
         raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(sorted(SPECS))}")
     spec = SPECS[name]
-    dimensions = {"student_dim": student_dim, "teacher_dim": teacher_dim}
+    dimensions = {"student_dim": student_dim, "teacher_dim": teacher_dim,
+                  "dataset_size": dataset_size}
     arguments: dict[str, object] = {}
     for dimension in spec.sized:
         if dimensions[dimension] is None:
@@ -118,7 +129,7 @@ def build_loss(
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     for option in options:
         if not (accepts_any or option in parameters):
-            known = [p for p in parameters if p not in _DIMENSIONS]
+            known = [p for p in parameters if p not in spec.sized]
             raise TypeError(
                 f"loss {name!r} has no option {option!r}; its options are {', '.join(known)}"
             )

@@ -38,7 +38,7 @@ pack() {
     find runs -name results.json -print0 2>/dev/null \
         | tar czf "$OUT/results.tgz" --null -T - results/*.json
     local folder file
-    folder=$(python3 -c "from perceptcoh.experiments import SCALES; \
+    folder=$(python3 -c "from perceptcoh.engine.experiments import SCALES; \
 print(SCALES['$SCALE']['teacher']['output_dir'])")
     for file in "$folder/model.pt" "$folder/checkpoint.pt"; do
         if [ -f "$file" ]; then

@@ -567,20 +567,23 @@ def test_bad_hyper_parameters_raise(build, error, name):
 
 
 def test_registry_names_and_classes():
-    assert set(LOSSES) == {"pc", "fitnet", "sp", "cc", "rkd", "pkt", "kd"}
+    assert set(LOSSES) == {"pc", "fitnet", "sp", "cc", "rkd", "pkt", "kd", "crd"}
     assert LOSSES["pc"] is PerceptionCoherenceLoss
     assert LOGIT_LOSSES == frozenset({"kd"}) and LOGIT_LOSSES <= set(LOSSES)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_every_registered_loss_builds_and_runs(name):
-    loss = build_loss(name, student_dim=Q, teacher_dim=P)
+    from perceptcoh.registry import SPECS
+
+    loss = build_loss(name, student_dim=Q, teacher_dim=P, dataset_size=4 * B)
     assert isinstance(loss, LOSSES[name])
     if name in LOGIT_LOSSES:
         s, t = features(B, 10, 51).requires_grad_(), features(B, 10, 52)
     else:
         s, t = features(B, Q, 51).requires_grad_(), features(B, P, 52)
-    value = loss(s, t)
+    indices = (torch.arange(B) * 3,) if SPECS[name].indexed else ()
+    value = loss(s, t, *indices)
     value.backward()
     assert value.ndim == 0 and torch.isfinite(value) and s.grad is not None
 
@@ -598,8 +601,8 @@ def test_build_loss_forwards_options_and_ignores_unused_dims():
 
 
 def test_build_loss_unknown_name_lists_known_names():
-    with pytest.raises(ValueError, match="unknown loss 'crd'.*fitnet.*pkt"):
-        build_loss("crd")
+    with pytest.raises(ValueError, match="unknown loss 'vid'.*fitnet.*pkt"):
+        build_loss("vid")
     with pytest.raises(TypeError, match="name"):
         build_loss(3)
 

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from perceptcoh import cli
-from perceptcoh.train import CHECKPOINT_NAME, MODEL_NAME, RESULTS_NAME, TrainConfig
+from perceptcoh.engine import cli
+from perceptcoh.engine import CHECKPOINT_NAME, MODEL_NAME, RESULTS_NAME, TrainConfig
 
 SMALL = ["--epochs", "1", "--train-subset", "128", "--test-subset", "40",
          "--triplet-points", "10", "--no-progress"]

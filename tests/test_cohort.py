@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from perceptcoh import evaluate
-from perceptcoh.train import (
+from perceptcoh.engine import evaluate
+from perceptcoh.engine import (
     CHECKPOINT_NAME,
     RESULTS_NAME,
     TrainConfig,
@@ -128,7 +128,7 @@ def test_data_seed_defaults_to_the_seed(teacher, tmp_path):
 def test_the_shared_teacher_reference_gives_the_per_student_numbers():
     """evaluate_models with a precomputed teacher side equals computing it per student
     (the gaps up to the order of a float64 sum)."""
-    from perceptcoh.data import load_dataset
+    from perceptcoh.engine.data import load_dataset
     from perceptcoh.models import build_model
 
     test_set = load_dataset("digits", "test").subset(slice(0, 120))

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from perceptcoh import evaluate
-from perceptcoh.data import ImageDataset, normalize
+from perceptcoh.engine import evaluate
+from perceptcoh.engine.data import ImageDataset, normalize
 from perceptcoh.dissimilarity import pairwise
 from perceptcoh.models import build_model
 

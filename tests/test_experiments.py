@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from perceptcoh import experiments
-from perceptcoh.cli import main
-from perceptcoh.experiments import (
+from perceptcoh.engine import experiments
+from perceptcoh.engine.cli import main
+from perceptcoh.engine.experiments import (
     COMPARISON_METHODS,
     SCALES,
     ablation_plan,
@@ -21,8 +21,8 @@ from perceptcoh.experiments import (
     default_output,
     run_plan,
 )
-from perceptcoh.presets import preset
-from perceptcoh.train import MODEL_NAME, RESULTS_NAME
+from perceptcoh.engine.presets import preset
+from perceptcoh.engine import MODEL_NAME
 
 TINY = {
     "description": "digits, tiny models, for tests",
@@ -199,21 +199,21 @@ def test_cli_experiment_errors_are_clear(capsys):
 
 def test_every_full_scale_student_shares_one_pass():
     """One data seed for every method, protocol and initialisation seed, and one teacher:
-    the 90 students can train in one pass, or in passes of a chosen size, in plan order."""
-    from perceptcoh.experiments import cohorts
+    the 102 students can train in one pass, or in passes of a chosen size, in plan order."""
+    from perceptcoh.engine.experiments import cohorts
 
     plan = comparison_plan("full")
     configs = list({run.config.output_dir: run.config for run in plan.runs}.values())
-    assert [len(group) for group in cohorts(configs)] == [90]
+    assert [len(group) for group in cohorts(configs)] == [102]
     groups = cohorts(configs, 16)
-    assert [len(group) for group in groups] == [16] * 5 + [10]
+    assert [len(group) for group in groups] == [16] * 6 + [6]
     assert [config for group in groups for config in group] == configs
     with pytest.raises(ValueError, match="cohort_size"):
         cohorts(configs, 0)
 
 
 def test_students_of_different_data_or_teachers_get_different_passes(tiny_scale):
-    from perceptcoh.experiments import cohorts
+    from perceptcoh.engine.experiments import cohorts
 
     plan = comparison_plan(tiny_scale, methods=["ce", "pc"])  # tiny: data seed = seed
     configs = [run.config for run in plan.runs]
@@ -228,8 +228,8 @@ def test_students_of_different_data_or_teachers_get_different_passes(tiny_scale)
 def test_the_dry_run_counts_flops_as_designed():
     """resnet32x4 and resnet8x4 forwards cost 2.17 and 0.35 GFLOP per CIFAR image (2 FLOP
     per multiply-add); the full comparison then costs one teacher training, one teacher
-    forward per batch of the pass, and 90 student trainings."""
-    from perceptcoh.cost import TRAIN_FORWARDS, forward_flops, plan_cost
+    forward per batch of the pass, and 102 student trainings."""
+    from perceptcoh.engine.cost import TRAIN_FORWARDS, forward_flops, plan_cost
 
     assert forward_flops("resnet32x4", "cifar100") == pytest.approx(2.17e9, rel=0.01)
     assert forward_flops("resnet8x4", "cifar100") == pytest.approx(0.354e9, rel=0.01)
@@ -237,17 +237,17 @@ def test_the_dry_run_counts_flops_as_designed():
     cost = plan_cost(plan, calibrate=False)
     teacher, students = cost["parts"]
     assert teacher["images"] == 120 * (50_000 // 512) * 512
-    assert students["images"] == 20 * (50_000 // 512) * 512 and students["students"] == 90
+    assert students["images"] == 20 * (50_000 // 512) * 512 and students["students"] == 102
     per_student = {name: TRAIN_FORWARDS * students["images"] * forward_flops(name, "cifar100")
                    for name in ("resnet8x4", "shufflenetv2")}
-    expected = students["images"] * forward_flops("resnet32x4", "cifar100") + 45 * sum(
+    expected = students["images"] * forward_flops("resnet32x4", "cifar100") + 51 * sum(
         per_student.values())
     assert students["flops"] == pytest.approx(expected, rel=1e-12)
     assert cost["flops"] == teacher["flops"] + students["flops"] and cost["seconds"] is None
 
 
 def test_the_dry_run_prices_only_what_is_left(tiny_scale, tmp_path):
-    from perceptcoh.cost import format_cost, plan_cost
+    from perceptcoh.engine.cost import format_cost, plan_cost
 
     plan = comparison_plan(tiny_scale, methods=["ce", "pc"], seeds=[0], root=tmp_path,
                            progress=False)

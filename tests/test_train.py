@@ -14,15 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from perceptcoh import LOSSES
-from perceptcoh.data import load_dataset, normalize
-from perceptcoh.train import (
+from perceptcoh.engine.data import load_dataset, normalize
+from perceptcoh.engine import (
     CHECKPOINT_NAME,
     MODEL_NAME,
     RESULTS_NAME,
     CheckpointError,
     NonFiniteLossError,
     TrainConfig,
-    _lr_factor,
     balanced_beta,
     load_checkpoint,
     prepare,
@@ -33,6 +32,7 @@ from perceptcoh.train import (
     transfer,
     validate,
 )
+from perceptcoh.engine.session import _lr_factor
 
 
 def tiny(**fields) -> TrainConfig:
@@ -74,14 +74,17 @@ def test_teacher_training_writes_checkpoint_and_results(teacher):
 @pytest.mark.parametrize("protocol", ["supervised", "pure"])
 @pytest.mark.parametrize("method", sorted(LOSSES))
 def test_transfer_steps_with_every_loss(teacher, method, protocol):
-    config = tiny(method=method, protocol=protocol, beta=1.0,
+    # CRD's negatives per sample are sized to the 256 training images (16,384 by default).
+    options = {"nce_k": 64} if method == "crd" else {}
+    config = tiny(method=method, protocol=protocol, beta=1.0, loss_options=options,
                   teacher_checkpoint=str(teacher[0]), output_dir="unused")
     session = prepare(config)
     student_before = [p.detach().clone() for p in session.student.parameters()]
     loss_before = [p.detach().clone() for p in session.transfer_loss.parameters()]
     losses = [train_epoch(session, epoch)["loss"] for epoch in range(3)]
     assert all(math.isfinite(loss) for loss in losses), losses
-    assert losses[-1] < losses[0] * 1.05, losses  # decreases (up to noise over 12 steps)
+    if method != "crd":  # CRD's loss rises while its memory bank fills: tests/test_crd.py
+        assert losses[-1] < losses[0] * 1.05, losses  # decreases (up to noise over 12 steps)
     changed = [not torch.equal(a, b) for a, b in zip(student_before, session.student.parameters())]
     assert any(changed)
     # Learnable parts of the loss (FitNet's regressor, CC's projection) train with the student.
@@ -209,17 +212,17 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(teacher, tmp
 @pytest.mark.parametrize("every, time_limit, saved", [(1, None, [1, 2, 3]), (2, None, [2, 3]),
                                                       (0, None, [3]), (0, 0, [1])])
 def test_checkpoint_interval(tmp_path, monkeypatch, every, time_limit, saved):
-    import perceptcoh.train as engine
+    import perceptcoh.engine.loop as engine
 
     written = []
-    save = engine._save_checkpoint
+    save = engine.save_checkpoint
 
     def recording(session, path, epoch, *rest, **options):
         if path.name == CHECKPOINT_NAME:
             written.append(epoch)
         return save(session, path, epoch, *rest, **options)
 
-    monkeypatch.setattr(engine, "_save_checkpoint", recording)
+    monkeypatch.setattr(engine, "save_checkpoint", recording)
     result = run(tiny(epochs=3, checkpoint_every=every, time_limit=time_limit, output_dir=str(tmp_path)))
     assert written == saved
     assert result["completed"] == (time_limit is None)
@@ -320,7 +323,7 @@ def test_learning_rate_schedule_and_linear_scaling():
 
 
 def test_step_normalisation_with_device_tensors_equals_the_floats():
-    from perceptcoh.train import _normalisation
+    from perceptcoh.engine.session import _normalisation
 
     dataset = load_dataset("digits", "test")
     mean, std = _normalisation(dataset, torch.device("cpu"))
@@ -396,7 +399,7 @@ def test_a_cuda_training_step_never_waits_for_the_device(teacher, method):
 
 @pytest.mark.parametrize("capability, expected", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
 def test_auto_precision_follows_the_compute_capability(monkeypatch, capability, expected):
-    from perceptcoh.train import resolve_precision
+    from perceptcoh.engine.config import resolve_precision
 
     # A T4 (7.5) says torch.cuda.is_bf16_supported() but has no fast bf16 convolutions.
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)

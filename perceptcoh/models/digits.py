@@ -1,4 +1,4 @@
-"""Small teacher and student for the 8x8 digits of :func:`perceptcoh.data.load_dataset`.
+"""Small teacher and student for the 8x8 digits of :func:`perceptcoh.engine.data.load_dataset`.
 
 They train in seconds on a CPU, so a chapter can run a whole transfer experiment live.
 """

@@ -1,4 +1,4 @@
-"""Named sets of :class:`perceptcoh.train.TrainConfig` fields, per command.
+"""Named sets of :class:`perceptcoh.engine.TrainConfig` fields, per command.
 
 * ``smoke``: digits, a CNN teacher and an MLP student with 8 features, a few epochs: the
   whole pipeline (teacher, transfer, evaluation) in well under a minute on a CPU::

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .files import atomic_write
+
 __all__ = [
     "ImageDataset",
     "CorruptDataError",
@@ -718,25 +720,19 @@ def _save_cached_arrays(path: Path, images: np.ndarray, labels: np.ndarray) -> N
 
 
 def _write_atomically(path: Path, write: Callable, *, binary: bool) -> None:
-    """Write ``path`` through a temporary file, so a reader never sees half a file.
+    """Write a cache file with :func:`perceptcoh.engine.files.atomic_write`.
 
     Older cache files of the same dataset, split and kind (from a previous version of the
     source) are removed. A cache that cannot be written only costs time: warn, go on.
     """
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb" if binary else "w") as stream:
-            write(stream)
-        os.replace(temporary, path)
+        atomic_write(path, write, binary=binary)
         if "-" in path.stem:
             prefix = path.stem[: path.stem.rindex("-") + 1]
             for stale in path.parent.glob(f"{prefix}*{path.suffix}"):
                 if stale != path:
                     stale.unlink(missing_ok=True)
     except OSError as error:
-        if temporary.parent.is_dir():
-            temporary.unlink(missing_ok=True)
         warnings.warn(
             f"could not write the cache file {path} ({error}); set ${CACHE_ENV} to a "
             f"writable folder to avoid decoding the data again",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
-import os
 import platform
 import subprocess
 import sys
@@ -12,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["provenance", "file_sha256"]
+__all__ = ["provenance"]
 
 
 def provenance(command: list[str] | None = None) -> dict[str, object]:
@@ -32,16 +30,6 @@ def provenance(command: list[str] | None = None) -> dict[str, object]:
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, as hex: names a checkpoint exactly (teachers are not
-    committed, so results record which one they used)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _git(*arguments: str) -> str | None:

@@ -1,15 +1,15 @@
 """The book's CIFAR experiments as plans of training runs, run resumably into one results file.
 
 A :class:`Plan` is the teacher runs and the student runs of one experiment, each a
-:class:`perceptcoh.train.TrainConfig` with its own output folder. :func:`run_plan` trains
+:class:`perceptcoh.engine.TrainConfig` with its own output folder. :func:`run_plan` trains
 what is missing (finished runs are reused, interrupted ones resumed from their checkpoint),
 then gathers every run's metrics, wall time and provenance, with each teacher's SHA-256
 and recipe, into one JSON document (``results/*.json`` for the book).
 
 Two experiments, each at two scales:
 
-* :func:`comparison_plan`: the comparison table, SPEC section 6: CE alone, then KD, FitNet,
-  SP, CC, RKD, PKT and PC in the supervised protocol (``CE + beta * L``, top-1) and in the
+* :func:`comparison_plan`: the comparison table: PC, CRD, KD, PKT, FitNet, CE alone, SP,
+  CC and RKD in the supervised protocol (``CE + beta * L``, top-1) and in the
   pure-transfer protocol (``L`` alone; linear probe, kNN and the perception gap
   ``Delta_r`` on the test set), for every teacher-student pair and seed.
 * :func:`ablation_plan`: one knob of the PC loss at a time on the main pair: ``tau``, the
@@ -26,7 +26,7 @@ transfer loss starts with a push as strong as the labels'.
 
 Every student of a scale has the same data seed (``data_seed=0``): the seeds of a plan are
 initialisation seeds, and all students see the same batches. :func:`run_plan` therefore
-trains them in passes of many students (:func:`perceptcoh.train.run_cohort`): one
+trains them in passes of many students (:func:`perceptcoh.engine.run_cohort`): one
 augmentation and one teacher forward per step, shared by every student of the pass.
 """
 
@@ -42,18 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .loss import PerceptionCoherenceLoss
+from ..loss import PerceptionCoherenceLoss
 from .presets import preset
-from .provenance import file_sha256, provenance
-from .train import (
-    COHORT_FIELDS,
-    MODEL_NAME,
-    RESULTS_NAME,
-    TrainConfig,
-    data_seed,
-    run_cohort,
-    run_differences,
-)
+from .files import atomic_write_text, file_sha256
+from .progress import progress_bar
+from .provenance import provenance
+from .checkpoint import MODEL_NAME, RESULTS_NAME, run_differences
+from .config import COHORT_FIELDS, TrainConfig, data_seed
+from .loop import run_cohort
 
 __all__ = [
     "SCALES",
@@ -69,7 +65,9 @@ __all__ = [
     "aggregate",
 ]
 
-COMPARISON_METHODS = ("ce", "kd", "fitnet", "sp", "cc", "rkd", "pkt", "pc")
+# PC first, then the baselines strongest in RepDistiller's table for resnet32x4 -> resnet8x4
+# (CRD, KD, PKT, FitNet), then the rest: a plan cut short has the comparisons that matter.
+COMPARISON_METHODS = ("pc", "crd", "kd", "pkt", "fitnet", "ce", "sp", "cc", "rkd")
 
 # The recipe of every student of a scale, and its teacher and pairs.
 SCALES: dict[str, dict] = {
@@ -108,6 +106,8 @@ SCALES: dict[str, dict] = {
         },
         "pairs": (("resnet20", "resnet8"),),
         "seeds": (0,),
+        # 2,048 training images: CRD contrasts each with 1,024 negatives, not 16,384.
+        "loss_options": {"crd": {"nce_k": 1024}},
         "ablations": {"tau": (0.03, 0.1, 1.0), "batch_size": (32, 64, 128),
                       "metric": ("euclidean", "cosine"), "r": (1, 2),
                       "gradient_ratio": (0.5, 1.0, 2.0)},
@@ -247,7 +247,8 @@ def run_plan(
     unique = list({planned.config.output_dir: planned.config for planned in plan.runs}.values())
     finished: dict[str, dict] = {}
     teacher_sha: dict[str, str] = {}  # model.pt of each teacher -> its SHA-256
-    bar = _progress_bar(len(plan.teachers) + len(unique), plan, progress)
+    bar = progress_bar(len(plan.teachers) + len(unique), f"{plan.name} ({plan.scale})",
+                       "run", progress)
     for config in plan.teachers.values():
         results = _reuse(config, None)
         if results is None:
@@ -310,17 +311,13 @@ def run_plan(
         "provenance": provenance(),
     }
     if output is not None:
-        path = Path(output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(json.dumps(document, indent=1) + "\n")
-        os.replace(temporary, path)
+        atomic_write_text(output, json.dumps(document, indent=1) + "\n")
     return document
 
 
 def cohorts(configs: Sequence[TrainConfig], size: int | None = None) -> list[list[TrainConfig]]:
     """``configs`` split into groups that can train in one pass (the same
-    :data:`perceptcoh.train.COHORT_FIELDS`, data seed and, for transfer runs, teacher; a
+    :data:`perceptcoh.engine.COHORT_FIELDS`, data seed and, for transfer runs, teacher; a
     CE-only student joins the transfer students it matches), in order, each of at most
     ``size`` students (``None``: no limit)."""
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
@@ -413,8 +410,9 @@ def _student(plan: Plan, key: dict, teacher_model: str, student_model: str, root
                                              / MODEL_NAME))
     options = {name: value for name, value in overrides.pop("loss_options", {}).items()
                if value != _PC_DEFAULTS.get(name)}
-    if options:
-        values["loss_options"] = options
+    scale_options = SCALES[plan.scale].get("loss_options", {}).get(method, {})
+    if options or scale_options:
+        values["loss_options"] = {**scale_options, **options}
         tags += [f"{name}={value}" for name, value in sorted(options.items())]
     for name, value in sorted(overrides.items()):
         if value != values[name]:
@@ -495,10 +493,3 @@ def _run_record(planned: PlannedRun, results: dict) -> dict:
         "config": results["config"],
         "provenance": results["provenance"],
     }
-
-
-def _progress_bar(total: int, plan: Plan, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"{plan.name} ({plan.scale})", unit="run",
-                disable=not enabled)

@@ -15,19 +15,27 @@ at a time, and returns Python floats. Accuracies are fractions in ``[0, 1]``.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validation import Metric, check_chunk_size, check_metric
-from .data import ImageDataset, normalize
-from .dissimilarity import pairwise
-from .metrics import knn_agreement, triplet_concordance
-from .perception import perception, perception_gap
-from .ranking import exact_ranks, row_chunks
+from .._validation import Metric, check_chunk_size, check_metric
+from .checkpoint import model_from_checkpoint
+from .config import on_logits
+from .data import ImageDataset, load_dataset, normalize
+from .distributed import resolve_device
+from .files import atomic_write_text, file_sha256, seeded_prefix
+from .provenance import provenance
+from ..dissimilarity import pairwise
+from ..metrics import knn_agreement, triplet_concordance
+from ..perception import perception, perception_gap
+from ..ranking import exact_ranks, row_chunks
 
 __all__ = [
     "top1_accuracy",
@@ -565,3 +573,63 @@ def _check_labelled(features: torch.Tensor, labels: torch.Tensor, name: str) -> 
         raise TypeError(f"{prefix}labels must be integers, got {labels.dtype}")
     if labels.device != features.device:
         raise ValueError(f"{prefix}labels must be on the features' device {features.device}")
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    *,
+    teacher_checkpoint: str | os.PathLike | None = None,
+    data_root: str | None = None,
+    device: str = "auto",
+    batch_size: int = 1024,
+    k: int = 20,
+    triplet_points: int = 1000,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    seed: int = 0,
+    output: str | os.PathLike | None = None,
+) -> dict:
+    """Evaluate a run's checkpoint on its dataset (:func:`perceptcoh.engine.evaluate.evaluate_models`)
+    and write the results, with provenance, to ``output`` (default: ``evaluation.json``
+    next to the checkpoint). Returns what was written, ``output`` included."""
+
+    path = Path(checkpoint)
+    resolved = resolve_device(device, None)
+    student, state = model_from_checkpoint(path, resolved)
+    config = state["config"]
+    dataset = state["dataset"]["name"]
+    teacher = None
+    if teacher_checkpoint is not None:
+        teacher, teacher_state = model_from_checkpoint(teacher_checkpoint, resolved)
+        if teacher_state["dataset"]["name"] != dataset:
+            raise ValueError(f"teacher checkpoint {teacher_checkpoint} was trained on "
+                             f"{teacher_state['dataset']['name']}, {path} on {dataset}")
+    train_set = load_dataset(dataset, "train", data_root)
+    test_set = load_dataset(dataset, "test", data_root)
+    if train_subset is not None:
+        train_set = train_set.subset(seeded_prefix(len(train_set), train_subset, seed))
+    if test_subset is not None:
+        test_set = test_set.subset(seeded_prefix(len(test_set), test_subset, seed + 1))
+    classifier = config.get("protocol") == "supervised" or on_logits(config.get("method"))
+    metrics = evaluate_models(
+        student, test_set.to(resolved), train_set=train_set.to(resolved), teacher=teacher,
+        classifier=classifier, k=k, max_points=triplet_points, batch_size=batch_size,
+        channels_last=True, seed=seed,
+    )
+    output = Path(output) if output is not None else path.with_name("evaluation.json")
+    results = {
+        "metrics": metrics,
+        "checkpoint": {"path": str(path), "sha256": file_sha256(path), "epoch": state["epoch"]},
+        "teacher_checkpoint": None if teacher_checkpoint is None else {
+            "path": str(teacher_checkpoint), "sha256": file_sha256(Path(teacher_checkpoint))},
+        "dataset": dataset,
+        "train_images": len(train_set),
+        "test_images": len(test_set),
+        "settings": {"k": k, "triplet_points": triplet_points, "train_subset": train_subset,
+                     "test_subset": test_subset, "seed": seed},
+        "run_config": config,
+        "provenance": provenance(),
+        "output": str(output),
+    }
+    atomic_write_text(output, json.dumps(results, indent=2) + "\n")
+    return results

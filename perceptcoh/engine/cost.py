@@ -1,13 +1,13 @@
 """What a plan will cost before it runs: images, FLOPs, and the time at a measured rate.
 
-    from perceptcoh.cost import plan_cost
+    from perceptcoh.engine.cost import plan_cost
     print(format_cost(plan_cost(comparison_plan("full"))))
 
 FLOPs count 2 per multiply-add, as ``torch.utils.flop_counter`` does, for one forward pass
 of each architecture at its input size. A training step costs three forwards (the backward
 pass is about twice the forward), a teacher forward during transfer one. What is already
 finished (a ``results.json``) costs nothing; the rest is priced as :func:`run_plan` would
-run it: teachers one by one, students in passes (:func:`perceptcoh.experiments.cohorts`)
+run it: teachers one by one, students in passes (:func:`perceptcoh.engine.experiments.cohorts`)
 that share one teacher forward per batch.
 
 The time estimate divides each part's FLOPs by a rate measured on the device with a few
@@ -24,8 +24,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .models import build_model
-from .train import RESULTS_NAME, TrainConfig, _resolve_device, resolve_precision
+from ..models import build_model
+from .checkpoint import RESULTS_NAME
+from .config import TrainConfig, resolve_precision
+from .distributed import resolve_device
 
 __all__ = ["TRAIN_FORWARDS", "forward_flops", "measured_rate", "plan_cost", "format_cost"]
 
@@ -54,7 +56,7 @@ def measured_rate(model: str, dataset: str, device: str = "auto", *, batch_size:
     """FLOP/s of ``model`` on ``device``: ``steps`` timed training steps (or forwards, with
     ``training=False``) at ``batch_size``, in the precision ``"auto"`` picks, after one
     warm-up step."""
-    resolved = _resolve_device(device, None)
+    resolved = resolve_device(device, None)
     _, shape, classes = _SIZES[dataset]
     torch.manual_seed(0)
     network = build_model(model, classes, **dict(options)).to(
@@ -154,7 +156,7 @@ def plan_cost(plan, *, device: str = "auto", cohort_size: int | None = None,
                       "seconds": time_needed if calibrate else None})
     total_seconds = sum(part["seconds"] for part in parts) if calibrate else None
     return {"plan": plan.name, "scale": plan.scale,
-            "device": str(_resolve_device(device, None)), "parts": parts,
+            "device": str(resolve_device(device, None)), "parts": parts,
             "images": sum(part["images"] for part in parts),
             "flops": sum(part["flops"] for part in parts), "seconds": total_seconds}
 

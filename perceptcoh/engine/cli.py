@@ -6,7 +6,7 @@
         --teacher-checkpoint runs/smoke/teacher/model.pt
     python -m perceptcoh experiment comparison --scale full --time-limit 540
 
-Every field of :class:`perceptcoh.train.TrainConfig` is an option of the two training
+Every field of :class:`perceptcoh.engine.TrainConfig` is an option of the two training
 commands (``model_options`` becomes ``--model-options``, ...), documented by ``--help``.
 Values come from, in increasing priority: TrainConfig's defaults, ``--preset``, the command
 line. Dict options take ``KEY=VALUE`` pairs (``--loss-options tau=0.05 r=1``; values are
@@ -34,8 +34,9 @@ _TRANSFER_ONLY = ("method", "teacher", "teacher_checkpoint", "protocol", "beta",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import MODELS
-    from .train import DATASETS, METHODS, PRECISIONS, PROTOCOLS, SCHEDULES, TrainConfig
+    from ..models import MODELS
+    from .config import METHODS, PRECISIONS, PROTOCOLS, SCHEDULES, TrainConfig
+    from .data import DATASETS
 
     parser = argparse.ArgumentParser(
         prog="python -m perceptcoh",
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .data import CorruptDataError
-    from .train import NonFiniteLossError
+    from .loop import NonFiniteLossError
 
     parser = build_parser()
     arguments = vars(parser.parse_args(argv))
@@ -152,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(command: str, arguments: dict) -> int:
-    from .train import TrainConfig, run
+    from .config import TrainConfig
+    from .loop import run
 
     values: dict = {}
     if "preset" in arguments:
@@ -173,7 +175,7 @@ def _train(command: str, arguments: dict) -> int:
 
 
 def _evaluate(arguments: dict) -> int:
-    from .train import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint
 
     output = arguments.pop("output")
     results = evaluate_checkpoint(arguments.pop("checkpoint"), **arguments, output=output)
@@ -229,7 +231,7 @@ def _pair(text: str) -> tuple[str, str]:
 def _results_path(result: dict):
     from pathlib import Path
 
-    from .train import RESULTS_NAME
+    from .checkpoint import RESULTS_NAME
 
     return Path(result["config"]["output_dir"]) / RESULTS_NAME
 

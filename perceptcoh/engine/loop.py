@@ -1,0 +1,448 @@
+"""The training loop, read top to bottom: :func:`run_cohort` prepares the students
+(:func:`perceptcoh.engine.session.prepare_cohort`), resumes their checkpoints, trains epoch by
+epoch (:func:`train_cohort_epoch`: per step one batch, one augmentation, one teacher forward,
+then each student's step), evaluates them and writes their results.
+
+Written for speed on one GPU, the way airbench is: the whole training set sits on the device
+as one uint8 tensor; each epoch draws one permutation there and a batch is a slice of it;
+random crops and flips are a few tensor ops on the batch; the forward runs in the precision
+of :func:`perceptcoh.engine.config.resolve_precision` (bf16 autocast on recent GPUs, fp16
+with a gradient scaler on older ones such as Colab's T4, fp32 on a CPU) and channels_last;
+evaluation is IEEE fp32; and a training step never waits for the device: losses and correct
+counts are summed on the device and read once per epoch, when the epoch's loss is also
+checked for NaN/Inf. The teacher is frozen, in eval mode, and runs under
+``torch.inference_mode``.
+
+Checkpoints: every ``checkpoint_every`` epochs, and always after the last and before a
+time-limit stop, ``output_dir/checkpoint.pt`` is replaced atomically. The permutation and
+augmentation generators are re-seeded every epoch from ``(data_seed, epoch, rank)``, so a
+run resumed from epoch ``e`` draws exactly the batches of an uninterrupted one, on every
+process, and on a CPU reproduces its weights bit for bit. A finished run also writes
+``model.pt`` (the model alone) and ``results.json``.
+
+Several GPUs: launched by ``torchrun``, each process takes ``batch_size / world_size``
+samples of every global batch, the model (and the loss's learnable parts) are wrapped in
+DDP, and the PC loss ranks each process's anchors against the global batch (the engine
+passes it ``process_group=torch.distributed.group.WORLD``). Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    MODEL_NAME,
+    RESULTS_NAME,
+    CheckpointError,
+    check_same_run,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .config import TrainConfig, data_seed
+from .data import augment, normalize
+from .distributed import any_process
+from .evaluate import evaluate_models, evaluate_teacher, top1_accuracy
+from .files import atomic_write_text, jsonable
+from .progress import EpochReporter
+from .provenance import provenance
+from .session import Session, prepare_cohort, set_beta
+
+__all__ = [
+    "NonFiniteLossError", "train_teacher", "transfer", "run", "run_cohort", "train_epoch",
+    "train_cohort_epoch", "training_batch", "teacher_forward", "optimiser_step", "train_step",
+]
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def train_teacher(config: TrainConfig) -> dict:
+    """Train a model with cross-entropy alone (``method="ce"``); see :func:`run`."""
+    if config.method != "ce":
+        raise ValueError(f"train_teacher trains with method='ce', got method={config.method!r}")
+    return run(config)
+
+
+def transfer(config: TrainConfig) -> dict:
+    """Train a student with a transfer loss from a teacher checkpoint; see :func:`run`."""
+    if config.method == "ce":
+        raise ValueError("transfer needs a transfer loss as method, got 'ce' (use train_teacher)")
+    return run(config)
+
+
+def run(config: TrainConfig) -> dict:
+    """Train as ``config`` says, evaluate, and write ``results.json``; returns the results.
+
+    ``method="ce"`` trains with cross-entropy alone (a teacher, or the student baseline);
+    any other method transfers from ``teacher_checkpoint`` under ``protocol``. Every
+    ``checkpoint_every`` epochs, after the last and before a time-limit stop, the checkpoint is
+    replaced; with ``resume`` a run continues from it. When
+    ``time_limit`` stops a run early, the returned dict has ``completed: False`` and no
+    ``results.json`` is written. The same as :func:`run_cohort` with one config.
+
+    Raises:
+        ValueError: an invalid field (unknown dataset, model, method, ...), or a teacher
+            checkpoint that does not fit the run.
+        CheckpointError: a corrupt checkpoint, or one written by a different run.
+        NonFiniteLossError: the loss diverged.
+    """
+    return run_cohort([config])[0]
+
+
+def run_cohort(configs: list[TrainConfig]) -> list[dict]:
+    """Train several students in one pass over the data (:func:`prepare_cohort`), each
+    with its own checkpoint, evaluation and ``results.json``; returns their results in
+    order. A student resumed at a later epoch than the others, or with fewer epochs, takes
+    part in the epochs it still needs: every epoch's batches depend on the data seed and the
+    epoch only. The teacher is run once per step for all students, and its evaluation
+    (features, probes, ranks of the test set) is computed once for all of them.
+
+    ``time_limit`` is the smallest of the configs'. Each result has ``cohort`` (the output
+    folders of the students trained in the pass) and ``cohort_size``; its seconds and images
+    per second are the pass's.
+
+    Raises:
+        as :func:`run`, for any student.
+    """
+    started = time.perf_counter()
+    sessions = prepare_cohort(configs)
+    try:
+        return _run_cohort(sessions, started)
+    finally:
+        if sessions[0].distributed_owner:
+            torch.distributed.destroy_process_group()
+
+
+def train_epoch(session: Session, epoch: int, *, max_steps: int | None = None) -> dict:
+    """One epoch (or its first ``max_steps`` steps) of training; the only host
+    synchronisation is the read-out of the loss and accuracy sums at the end.
+
+    Returns ``loss`` (mean over steps, averaged over processes), ``train_top1``
+    (on augmented images), ``images`` (trained on, all processes) and ``seconds``.
+
+    Raises:
+        NonFiniteLossError: the epoch's loss is NaN or infinite.
+    """
+    return train_cohort_epoch([session], epoch, max_steps=max_steps)[0]
+
+
+def train_cohort_epoch(sessions: list[Session], epoch: int, *, max_steps: int | None = None
+                       ) -> list[dict]:
+    """One epoch of every student of ``sessions`` (from :func:`prepare_cohort`) in one pass
+    over the data: each step draws one batch, augments it once and runs the teacher once,
+    then steps each student on it. Returns one :func:`train_epoch` record per student; the
+    seconds are the pass's, shared by all.
+
+    Raises:
+        NonFiniteLossError: a student's epoch loss is NaN or infinite (the message names
+            its run).
+    """
+    lead = sessions[0]
+    device, steps = lead.device, lead.steps_per_epoch
+    if max_steps is not None:
+        steps = min(max_steps, steps)
+    seed, batch_size = data_seed(lead.config), lead.config.batch_size
+    # The order is the same on every process, the augmentations differ.
+    order = torch.randperm(len(lead.train_set), device=device,
+                           generator=_generator(device, seed, epoch, 0))
+    augmentation_generator = _generator(device, seed, epoch, 1 + lead.rank)
+    teacher = next((s.teacher for s in sessions if s.teacher is not None), None)
+    loss_sums = torch.zeros(len(sessions), device=device)
+    correct = torch.zeros(len(sessions), dtype=torch.int64, device=device)
+    for session in sessions:
+        session.objective.train()
+    if teacher is not None:
+        teacher.eval()
+    _synchronize(device)
+    start = time.perf_counter()
+    for step in range(steps):
+        first = step * batch_size + lead.rank * lead.local_batch
+        indices = order[first : first + lead.local_batch]
+        inputs, labels = training_batch(lead, indices, augmentation_generator)
+        teacher_outputs = teacher_forward(lead, teacher, inputs)
+        for index, session in enumerate(sessions):
+            loss, logits = optimiser_step(session, inputs, labels, *teacher_outputs,
+                                          indices=indices)
+            loss_sums[index] += loss
+            correct[index] += (logits.argmax(dim=1) == labels).sum()
+    sums = torch.stack([loss_sums.double(), correct.double()], dim=1)
+    if lead.world_size > 1:
+        torch.distributed.all_reduce(sums)
+    totals = sums.tolist()  # the epoch's one host synchronisation
+    seconds = time.perf_counter() - start
+    images = steps * batch_size
+    records = []
+    for session, (loss_total, correct_total) in zip(sessions, totals):
+        mean_loss = loss_total / (max(steps, 1) * lead.world_size)
+        if not math.isfinite(mean_loss):
+            config = session.config
+            raise NonFiniteLossError(
+                f"the training loss of epoch {epoch + 1} of {config.output_dir} is {mean_loss} "
+                f"(method {config.method!r}, lr {config.lr}, beta {session.beta}); lower the "
+                f"learning rate or beta, or check the teacher checkpoint"
+            )
+        records.append({"loss": mean_loss, "train_top1": correct_total / max(images, 1),
+                        "images": images, "seconds": seconds})
+    return records
+
+
+def training_batch(session: Session, indices: torch.Tensor, generator: torch.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised, augmented images ``indices`` (a device tensor) and their labels."""
+    train_set = session.train_set
+    images = train_set.images[indices]
+    labels = train_set.labels[indices]
+    padding, flip = session.augmentation
+    if padding or flip:
+        images = augment(images, padding=padding, flip=flip, generator=generator)
+    # Mean and std as device tensors: built from floats, they would be copied to the device
+    # on every call, a copy that waits for the device.
+    mean, std = session.normalisation
+    return normalize(images, mean, std, channels_last=session.config.channels_last), labels
+
+
+def teacher_forward(session: Session, teacher: nn.Module | None, inputs: torch.Tensor
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The frozen teacher's ``(features, logits)`` on ``inputs`` (``(None, None)`` without a
+    teacher), under ``torch.inference_mode`` in the session's precision."""
+    if teacher is None:
+        return None, None
+    with session.autocast, torch.inference_mode():
+        features, logits = teacher(inputs)
+    # Out of inference mode, so that losses may save them for their backward pass.
+    return features.clone(), logits.clone()
+
+
+def optimiser_step(session: Session, inputs: torch.Tensor, labels: torch.Tensor,
+                   teacher_features: torch.Tensor | None, teacher_logits: torch.Tensor | None,
+                   *, indices: torch.Tensor | None = None):
+    """One optimiser step of ``session``'s student on a prepared batch (``indices``: its
+    positions in the training set). Returns the detached loss and the student's logits, on
+    the device: nothing here waits for the device."""
+    with session.autocast:
+        loss, logits = session.objective(inputs, labels, teacher_features, teacher_logits,
+                                         indices)
+    session.optimizer.zero_grad(set_to_none=True)
+    if session.scaler is None:
+        loss.backward()
+        session.optimizer.step()
+    else:
+        # fp16: the scaled loss keeps small gradients representable; a step whose gradients
+        # overflowed is skipped and the scale lowered. With the fused optimiser (CUDA) the
+        # check stays on the device.
+        session.scaler.scale(loss).backward()
+        session.scaler.step(session.optimizer)
+        session.scaler.update()
+    session.scheduler.step()
+    return loss.detach(), logits.detach()
+
+
+def train_step(session: Session, indices: torch.Tensor, generator: torch.Generator):
+    """One optimiser step on the training images ``indices`` (a device tensor).
+
+    Returns the detached loss, the student's logits and the labels, all on the device:
+    nothing here waits for the device to finish.
+    """
+    inputs, labels = training_batch(session, indices, generator)
+    teacher_outputs = teacher_forward(session, session.teacher, inputs)
+    loss, logits = optimiser_step(session, inputs, labels, *teacher_outputs, indices=indices)
+    return loss, logits, labels
+
+
+@dataclass
+class _Member:
+    """A student's progress through a cohort's epochs."""
+
+    session: Session
+    output: Path
+    start_epoch: int = 0
+    history: list = field(default_factory=list)
+    totals: dict = field(default_factory=lambda: {"train_seconds": 0.0, "train_images": 0,
+                                                  "wall_seconds": 0.0})
+    wall_offset: float = 0.0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.output / CHECKPOINT_NAME
+
+
+def _run_cohort(sessions: list[Session], started: float) -> list[dict]:
+    members = [_resume(session) for session in sessions]
+    lead = sessions[0]
+    is_writer = lead.rank == 0
+    limits = [s.config.time_limit for s in sessions if s.config.time_limit is not None]
+    time_limit = min(limits) if limits else None
+    first_epoch = min(member.start_epoch for member in members)
+    last_epoch = max(member.session.config.epochs for member in members)
+    reporter = EpochReporter(sessions, first_epoch, last_epoch,
+                         enabled=lead.config.progress and is_writer)
+    stopped_early = False
+    for epoch in range(first_epoch, last_epoch):
+        active = [m for m in members if m.start_epoch <= epoch < m.session.config.epochs]
+        records = train_cohort_epoch([m.session for m in active], epoch)
+        if time_limit is not None:
+            # Stop if another epoch would end past the limit; every process must agree.
+            elapsed = time.perf_counter() - started
+            unfinished = any(epoch + 1 < m.session.config.epochs for m in active)
+            stopped_early = unfinished and any_process(
+                lead, elapsed + records[0]["seconds"] > time_limit)
+        reporter.epoch([
+            (member.session.config.output_dir,
+             _end_epoch(member, epoch, stats, stopped_early, started, is_writer))
+            for member, stats in zip(active, records)
+        ])
+        if stopped_early:
+            break
+    reporter.close()
+    if stopped_early:
+        return [{"completed": False, "epoch": m.history[-1]["epoch"] if m.history else 0,
+                 "epochs": m.session.config.epochs, "checkpoint": str(m.checkpoint_path),
+                 "history": m.history} for m in members]
+    reference = None
+    teacher = next((s.teacher for s in sessions if s.teacher is not None), None)
+    if teacher is not None:
+        lead_transfer = next(s for s in sessions if s.teacher is not None).config
+        reference = evaluate_teacher(
+            teacher, lead.test_set, train_set=lead.train_set,
+            probes=any(s.config.teacher_probes for s in sessions if s.teacher is not None),
+            batch_size=lead_transfer.eval_batch_size, channels_last=lead_transfer.channels_last,
+            seed=data_seed(lead_transfer),
+        )
+    cohort = [member.session.config.output_dir for member in members]
+    return [_finish(member, reference, started, cohort, is_writer) for member in members]
+
+
+def _resume(session: Session) -> _Member:
+    """A cohort member for ``session``, from its checkpoint when resuming."""
+    config = session.config
+    member = _Member(session, Path(config.output_dir))
+    checkpoint_path = member.checkpoint_path
+    if checkpoint_path.exists() and not config.resume:
+        raise CheckpointError(
+            f"{checkpoint_path} already exists: pass resume=True (--resume) to continue that "
+            f"run, or choose another output_dir"
+        )
+    if config.resume and checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        check_same_run(state, config, checkpoint_path,
+                        (session.teacher_info or {}).get("sha256"))
+        try:
+            session.student.load_state_dict(state["model_state"])
+            if session.transfer_loss is not None:
+                session.transfer_loss.load_state_dict(state["loss_state"])
+            session.optimizer.load_state_dict(state["optimizer"])
+            session.scheduler.load_state_dict(state["scheduler"])
+            if session.scaler is not None and state.get("scaler"):
+                session.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if session.device.type == "cuda" and state["rng"]["cuda"]:
+                torch.cuda.set_rng_state(state["rng"]["cuda"][0], session.device)
+            if config.gradient_ratio is not None:  # measured once, at the start of the run
+                set_beta(session, float(state["beta"]))
+            member.start_epoch, member.history = int(state["epoch"]), list(state["history"])
+            member.totals.update(state["totals"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:
+            raise CheckpointError(f"{checkpoint_path} does not fit this run: {error!r}") from error
+    member.wall_offset = member.totals["wall_seconds"]
+    return member
+
+
+def _end_epoch(member: _Member, epoch: int, stats: dict, stopped_early: bool, started: float,
+               is_writer: bool) -> dict:
+    """Record a member's epoch, score its test top-1 when due, checkpoint when due."""
+    session = member.session
+    config = session.config
+    member.totals["train_seconds"] += stats["seconds"]
+    member.totals["train_images"] += stats["images"]
+    record = {
+        "epoch": epoch + 1,
+        "loss": stats["loss"],
+        "lr": session.optimizer.param_groups[0]["lr"],
+        "seconds": stats["seconds"],
+        "images_per_second": stats["images"] / stats["seconds"],
+    }
+    last = epoch + 1 == config.epochs
+    if session.classifier:
+        record["train_top1"] = stats["train_top1"]
+        if last or (config.eval_every and (epoch + 1) % config.eval_every == 0):
+            record["test_top1"] = top1_accuracy(
+                session.student, session.test_set, config.eval_batch_size,
+                channels_last=config.channels_last,
+            )
+    member.history.append(record)
+    every = config.checkpoint_every
+    if is_writer and (last or stopped_early or (every and (epoch + 1) % every == 0)):
+        member.totals["wall_seconds"] = member.wall_offset + time.perf_counter() - started
+        save_checkpoint(session, member.checkpoint_path, epoch + 1, member.history,
+                         member.totals)
+    return record
+
+
+def _finish(member: _Member, reference, started: float, cohort: list[str],
+            is_writer: bool) -> dict:
+    """Evaluate a trained member, write its model.pt and results.json; its results."""
+    session, history, totals = member.session, member.history, member.totals
+    config = session.config
+    metrics = evaluate_models(
+        session.student, session.test_set, train_set=session.train_set,
+        teacher=session.teacher, teacher_reference=reference if session.teacher else None,
+        classifier=session.classifier, teacher_probes=config.teacher_probes,
+        batch_size=config.eval_batch_size,
+        channels_last=config.channels_last, seed=data_seed(config),
+        max_points=config.triplet_points,
+    )
+    wall_seconds = member.wall_offset + time.perf_counter() - started
+    # The first epoch pays for warm-up (cuDNN autotuning, torch.compile).
+    steady = history[1:]
+    steady_speed = None
+    if steady:
+        steady_images = len(steady) * session.steps_per_epoch * config.batch_size
+        steady_speed = steady_images / sum(record["seconds"] for record in steady)
+    results = {
+        "completed": True,
+        "metrics": metrics,
+        "config": jsonable(asdict(config)),
+        "teacher": session.teacher_info,
+        "beta": session.beta if config.method != "ce" else None,
+        "checkpoint": str(member.checkpoint_path),
+        "model": str(member.output / MODEL_NAME),
+        "epochs_completed": history[-1]["epoch"] if history else 0,
+        "world_size": session.world_size,
+        "cohort_size": len(cohort),
+        "cohort": cohort,
+        "steps_per_epoch": session.steps_per_epoch,
+        "train_images": len(session.train_set),
+        "test_images": len(session.test_set),
+        "wall_time_seconds": wall_seconds,
+        "train_seconds": totals["train_seconds"],
+        "images_per_second": totals["train_images"] / max(totals["train_seconds"], 1e-12),
+        "images_per_second_after_first_epoch": steady_speed,
+        "precision": session.precision,
+        "history": history,
+        "provenance": provenance(),
+    }
+    if is_writer:
+        save_checkpoint(session, member.output / MODEL_NAME, results["epochs_completed"],
+                         history, totals, model_only=True)
+        atomic_write_text(member.output / RESULTS_NAME, json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _generator(device: torch.device, seed: int, epoch: int, stream: int) -> torch.Generator:
+    """A generator on ``device`` seeded from ``(seed, epoch, stream)`` (well mixed)."""
+    mixed = np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0]
+    return torch.Generator(device=device).manual_seed(int(mixed))
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

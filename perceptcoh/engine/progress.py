@@ -1,0 +1,66 @@
+"""Progress of long work: a tqdm bar on a terminal, plain lines in a log."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["EpochReporter", "progress_bar"]
+
+class EpochReporter:
+    """Per-epoch progress of a cohort: a tqdm bar on a terminal (the first student's
+    numbers), one line per student and epoch otherwise, or nothing."""
+
+    def __init__(self, sessions: list[Session], start_epoch: int, epochs: int,
+                 enabled: bool) -> None:
+        self.epochs, self.enabled, self.bar = epochs, enabled, None
+        self.cohort = len(sessions) > 1
+        if enabled and sys.stderr.isatty():
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                lead = sessions[0].config
+                description = (f"{len(sessions)} students" if self.cohort
+                               else f"{lead.model} {lead.method}")
+                self.bar = tqdm(total=epochs, initial=start_epoch, unit="epoch",
+                                desc=description, dynamic_ncols=True)
+
+    def epoch(self, records: list[tuple[str, dict]]) -> None:
+        """``records``: (output_dir, epoch record) of each student trained this epoch."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix(_summary(records[0][1]), refresh=False)
+            self.bar.update(1)
+            return
+        for output_dir, record in records:
+            text = "  ".join(f"{key} {value}" for key, value in _summary(record).items())
+            name = f"{output_dir}  " if self.cohort else ""
+            print(f"{name}epoch {record['epoch']}/{self.epochs}  {text}", file=sys.stderr,
+                  flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _summary(record: dict) -> dict[str, str]:
+    shown = {"loss": f"{record['loss']:.4g}"}
+    for name in ("train_top1", "test_top1"):
+        if name in record:
+            shown[name] = f"{record[name]:.4f}"
+    shown["img/s"] = f"{record['images_per_second']:,.0f}"
+    return shown
+
+
+
+def progress_bar(total: int, description: str, unit: str, enabled: bool = True):
+    """A tqdm bar of ``total`` ``unit`` (disabled: counts silently)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit=unit, disable=not enabled)
