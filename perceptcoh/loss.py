@@ -33,7 +33,7 @@ class PerceptionCoherenceLoss(nn.Module):
 
     where ``s_i`` is the mean of row ``i`` of ``D^g`` off the diagonal, detached, so that
     ``L`` is invariant to rescaling the student's features. As ``tau -> 0``, ``S -> R^g``
-    and ``L -> perception_gap(teacher, student, r=r)`` on the batch (for tie-free data).
+    and ``L -> perception_gap(student, teacher, r=r)`` on the batch (for tie-free data).
 
     Args:
         tau: temperature of the student's smoothed ranks, ``> 0``. Relative to ``s_i``:

@@ -1,4 +1,8 @@
-"""How well a student's feature space keeps the teacher's order (SPEC section 4, properties 3, 5)."""
+"""How well a student's feature space keeps the teacher's order (SPEC section 4, properties 3, 5).
+
+Both functions take the student's features first and the teacher's second, as every function
+of the library that takes both sides does (the losses included); both are symmetric in them.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +22,10 @@ __all__ = ["triplet_concordance", "knn_agreement"]
 
 
 def triplet_concordance(
-    teacher_features: torch.Tensor,
     student_features: torch.Tensor,
-    metric_teacher: Metric = "euclidean",
+    teacher_features: torch.Tensor,
     metric_student: Metric = "euclidean",
+    metric_teacher: Metric = "euclidean",
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Fraction of triples on whose order teacher and student agree (a Kendall-type statistic).
@@ -57,11 +61,11 @@ def triplet_concordance(
 
 
 def knn_agreement(
-    teacher_features: torch.Tensor,
     student_features: torch.Tensor,
+    teacher_features: torch.Tensor,
     k: int = 10,
-    metric_teacher: Metric = "euclidean",
     metric_student: Metric = "euclidean",
+    metric_teacher: Metric = "euclidean",
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Mean overlap of each point's ``k`` nearest neighbours in the two feature spaces.

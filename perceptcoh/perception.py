@@ -55,10 +55,10 @@ def perception(
 
 
 def perception_gap(
-    teacher_features: torch.Tensor,
     student_features: torch.Tensor,
-    metric_teacher: Metric = "euclidean",
+    teacher_features: torch.Tensor,
     metric_student: Metric = "euclidean",
+    metric_teacher: Metric = "euclidean",
     r: int = 1,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
@@ -69,11 +69,14 @@ def perception_gap(
     ``(n, n)`` rank matrix is held in full. It is 0 exactly when every anchor orders the
     other points the same way (ties included) in both feature spaces.
 
+    Like every function of the library that takes both sides, it takes the student's
+    first, as the losses do; the gap is symmetric in the two sides.
+
     Args:
-        teacher_features: ``(n, p)`` floating tensor, ``n >= 3``.
-        student_features: ``(n, q)`` floating tensor on the same device; ``q`` may differ
-            from ``p``.
-        metric_teacher, metric_student: dissimilarities of each side.
+        student_features: ``(n, q)`` floating tensor, ``n >= 3``.
+        teacher_features: ``(n, p)`` floating tensor on the same device; ``p`` may differ
+            from ``q``.
+        metric_student, metric_teacher: dissimilarities of each side.
         r: 1 (mean absolute difference, a footrule) or 2 (mean squared difference).
         chunk_size: anchors processed at once (``None``: automatic).
 

@@ -145,3 +145,18 @@ def test_the_shared_teacher_reference_gives_the_per_student_numbers():
     with pytest.raises(ValueError, match="seed"):
         evaluate.evaluate_models(student, test_set, teacher_reference=reference,
                                  **{**common, "seed": 5})
+
+
+def test_the_recipe_names_what_decides_the_results():
+    """Execution settings (folder, device, progress, time limit, ...) leave the recipe and
+    its hash alone; a field of the recipe changes both."""
+    from perceptcoh.engine import recipe, recipe_sha256
+
+    base = tiny(output_dir="a")
+    same = dataclasses.replace(base, output_dir="b", device="cpu", progress=True,
+                               time_limit=5.0, checkpoint_every=3, eval_batch_size=7)
+    assert recipe(same) == recipe(base) and recipe_sha256(same) == recipe_sha256(base)
+    for field, value in (("seed", 1), ("data_seed", 4), ("lr", 0.2), ("method", "pc")):
+        other = dataclasses.replace(base, **{field: value})
+        assert recipe_sha256(other) != recipe_sha256(base), field
+    assert "output_dir" not in recipe(base) and "data_seed" in recipe(base)

@@ -198,7 +198,7 @@ def test_transfer_metrics_match_loops():
     generator = torch.Generator().manual_seed(4)
     teacher = torch.randn(9, 5, generator=generator, dtype=torch.float64)
     student = teacher[:, :2] + 0.3 * torch.randn(9, 2, generator=generator, dtype=torch.float64)
-    metrics = evaluate.transfer_metrics(teacher, student, max_points=None, k=3)
+    metrics = evaluate.transfer_metrics(student, teacher, max_points=None, k=3)
     for r in (1, 2):
         gap, concordance = loop_gap_and_concordance(teacher, student, r)
         assert metrics[f"perception_gap_r{r}"] == pytest.approx(gap)
@@ -207,7 +207,7 @@ def test_transfer_metrics_match_loops():
     assert 0 <= metrics["knn_agreement"] <= 1
     # A coherent student (a scaled rotation) scores perfectly.
     rotation, _ = torch.linalg.qr(torch.randn(5, 5, generator=generator, dtype=torch.float64))
-    perfect = evaluate.transfer_metrics(teacher, 3 * teacher @ rotation, max_points=None, k=3)
+    perfect = evaluate.transfer_metrics(3 * teacher @ rotation, teacher, max_points=None, k=3)
     assert perfect["perception_gap_r1"] == pytest.approx(0, abs=1e-12)
     assert perfect["triplet_concordance"] == pytest.approx(1)
     assert perfect["knn_agreement"] == pytest.approx(1)
@@ -218,8 +218,8 @@ def test_transfer_metrics_subsample_is_seeded():
     teacher = torch.randn(40, 3, generator=generator)
     student = torch.randn(40, 2, generator=generator)
     sizes = dict(max_points=12, gap_max_points=20, seed=1)
-    first = evaluate.transfer_metrics(teacher, student, **sizes)
-    assert first == evaluate.transfer_metrics(teacher, student, **sizes)
+    first = evaluate.transfer_metrics(student, teacher, **sizes)
+    assert first == evaluate.transfer_metrics(student, teacher, **sizes)
     assert (first["triplet_points"], first["gap_points"]) == (12, 20)
     sample = torch.randperm(40, generator=torch.Generator().manual_seed(1))[:12]
     _, concordance = loop_gap_and_concordance(teacher[sample].double(),

@@ -55,7 +55,7 @@ def test_loss_with_ties_in_teacher_matches_loops():
 @pytest.mark.parametrize("r", [1, 2])
 def test_loss_tends_to_perception_gap_as_tau_goes_to_zero(r):
     student, teacher = gaussian(14, 3, seed=4), gaussian(14, 6, seed=5)
-    gap = float(perception_gap(teacher, student, r=r))
+    gap = float(perception_gap(student, teacher, r=r))
     errors = [
         abs(float(PerceptionCoherenceLoss(tau=tau, r=r)(student, teacher)) - gap)
         for tau in (1.0, 1e-1, 1e-2, 1e-8)
@@ -244,12 +244,12 @@ def test_training_steps_reduce_the_perception_gap():
     student_net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
     optimizer = torch.optim.Adam(student_net.parameters(), lr=1e-2)
     loss = PerceptionCoherenceLoss(tau=0.05)
-    before = float(perception_gap(teacher, student_net(teacher).detach()))
+    before = float(perception_gap(student_net(teacher).detach(), teacher))
     for _ in range(60):
         optimizer.zero_grad()
         loss(student_net(teacher), teacher).backward()
         optimizer.step()
-    after = float(perception_gap(teacher, student_net(teacher).detach()))
+    after = float(perception_gap(student_net(teacher).detach(), teacher))
     assert after < 0.7 * before
 
 

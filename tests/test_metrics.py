@@ -47,7 +47,7 @@ def test_triplet_concordance_matches_loops_with_ties(chunk_size):
     teacher = torch.randint(-2, 3, (9, 2)).double()
     student = torch.randint(-2, 3, (9, 1)).double()
     expected = concordance_loops(teacher, student)
-    got = triplet_concordance(teacher, student, chunk_size=chunk_size)
+    got = triplet_concordance(student, teacher, chunk_size=chunk_size)
     assert math.isclose(float(got), expected, rel_tol=1e-12)
 
 
@@ -55,16 +55,16 @@ def test_triplet_concordance_with_cosine_and_extremes():
     teacher = torch.randn(10, 4, dtype=torch.float64)
     student = torch.randn(10, 3, dtype=torch.float64)
     expected = concordance_loops(teacher, student, "euclidean", "cosine")
-    got = triplet_concordance(teacher, student, metric_student="cosine")
+    got = triplet_concordance(student, teacher, metric_student="cosine")
     assert math.isclose(float(got), expected, rel_tol=1e-12)
-    assert float(triplet_concordance(teacher, 3 * teacher + 1)) == 1.0
+    assert float(triplet_concordance(3 * teacher + 1, teacher)) == 1.0
 
 
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_knn_agreement_matches_loops(k):
     teacher = torch.randn(12, 5, dtype=torch.float64)
     student = torch.randn(12, 2, dtype=torch.float64)
-    assert math.isclose(float(knn_agreement(teacher, student, k=k, chunk_size=5)),
+    assert math.isclose(float(knn_agreement(student, teacher, k=k, chunk_size=5)),
                         knn_loops(teacher, student, k), rel_tol=1e-12)
     assert float(knn_agreement(teacher, teacher @ torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64))[0], k=k)) == 1.0
 

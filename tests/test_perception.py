@@ -159,7 +159,7 @@ def test_perception_gap_matches_loops(r, metric_student):
         ranks_loops(dissimilarity_loops(student, student, metric_student)),
         r,
     )
-    got = perception_gap(teacher, student, metric_student=metric_student, r=r, chunk_size=4)
+    got = perception_gap(student, teacher, metric_student=metric_student, r=r, chunk_size=4)
     assert got.dtype == torch.float64
     assert math.isclose(float(got), expected, rel_tol=1e-12, abs_tol=1e-12)
 
@@ -167,8 +167,8 @@ def test_perception_gap_matches_loops(r, metric_student):
 def test_perception_gap_zero_for_coherent_maps_and_positive_otherwise():
     x = torch.randn(30, 6, dtype=torch.float64)
     rotation, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
-    assert float(perception_gap(x, 2.0 * x @ rotation - 1.0)) == 0.0
-    assert float(perception_gap(x, x[:, :2])) > 0.0
+    assert float(perception_gap(2.0 * x @ rotation - 1.0, x)) == 0.0
+    assert float(perception_gap(x[:, :2], x)) > 0.0
     assert float(perception_gap(x, x, metric_student="sqeuclidean")) == 0.0
 
 

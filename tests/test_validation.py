@@ -36,9 +36,9 @@ def test_perception_rejects_bad_features(features, error, message):
 @pytest.mark.parametrize("features, error, message", BAD_FEATURES)
 def test_perception_gap_rejects_bad_features(features, error, message):
     with pytest.raises(error, match=f"student_features.*{message}"):
-        perception_gap(GOOD, features)
-    with pytest.raises(error, match=f"teacher_features.*{message}"):
         perception_gap(features, GOOD)
+    with pytest.raises(error, match=f"teacher_features.*{message}"):
+        perception_gap(GOOD, features)
 
 
 @pytest.mark.parametrize("features, error, message", BAD_FEATURES)
@@ -54,7 +54,7 @@ def test_mismatched_batch_sizes():
     with pytest.raises(ValueError, match="same number of samples, got 6 and 7"):
         PerceptionCoherenceLoss()(GOOD, torch.randn(7, 3))
     with pytest.raises(ValueError, match="teacher_features and student_features"):
-        perception_gap(GOOD, torch.randn(7, 3))
+        perception_gap(torch.randn(7, 3), GOOD)
 
 
 @pytest.mark.parametrize("tau", [0, -1.0, float("nan"), float("inf")])

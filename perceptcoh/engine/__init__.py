@@ -38,6 +38,8 @@ from .config import (
     TrainConfig,
     data_seed,
     on_logits,
+    recipe,
+    recipe_sha256,
     resolve_precision,
     validate,
 )
@@ -56,7 +58,7 @@ from .session import Objective, Session, balanced_beta, prepare, prepare_cohort
 
 __all__ = [
     "TrainConfig", "validate", "METHODS", "PRECISIONS", "DEFAULT_BETA", "COHORT_FIELDS",
-    "data_seed", "on_logits", "resolve_precision",
+    "data_seed", "on_logits", "resolve_precision", "recipe", "recipe_sha256",
     "Session", "Objective", "prepare", "prepare_cohort", "balanced_beta",
     "run", "run_cohort", "train_teacher", "transfer", "train_epoch", "train_cohort_epoch",
     "train_step", "NonFiniteLossError",

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..models import build_model
-from .config import EXECUTION_FIELDS, TrainConfig
+from .config import TrainConfig, recipe
 from .files import atomic_write, file_sha256, jsonable
 
 if TYPE_CHECKING:
@@ -134,11 +134,10 @@ def run_differences(saved_run: dict, config: TrainConfig,
     ``"config"`` and ``"teacher"``), as ``"name: saved X, now Y"``; empty when it would repeat
     that run. Fields that only say how or where a run is executed are not compared; the
     teacher is compared by hash (when both are known), not by path."""
-    saved, current = saved_run.get("config") or {}, jsonable(asdict(config))
+    saved = saved_run.get("config") or {}
     different = [
         f"{name}: saved {saved.get(name, '<missing>')!r}, now {value!r}"
-        for name, value in current.items()
-        if name not in EXECUTION_FIELDS and saved.get(name, "<missing>") != value
+        for name, value in recipe(config).items() if saved.get(name, "<missing>") != value
     ]
     saved_sha = (saved_run.get("teacher") or {}).get("sha256")
     if saved_sha and teacher_sha256 and saved_sha != teacher_sha256:

@@ -11,6 +11,8 @@ recipe only (:func:`perceptcoh.engine.checkpoint.run_differences`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from .data import DATASETS
 __all__ = [
     "TrainConfig", "validate", "METHODS", "PROTOCOLS", "SCHEDULES", "PRECISIONS",
     "DEFAULT_BETA", "EXECUTION_FIELDS", "COHORT_FIELDS", "on_logits", "data_seed",
-    "resolve_precision",
+    "resolve_precision", "recipe", "recipe_sha256",
 ]
 
 METHODS = ("ce", *LOSSES)
@@ -299,3 +301,17 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return "fp32"
     major, _ = torch.cuda.get_device_capability(device)
     return "bf16" if major >= 8 else "fp16"
+
+
+def recipe(config: TrainConfig) -> dict:
+    """The fields of ``config`` that decide a run's results (every field but
+    :data:`EXECUTION_FIELDS`), as JSON values: what resuming and reusing compare."""
+    values = json.loads(json.dumps(dataclasses.asdict(config)))
+    return {name: value for name, value in values.items() if name not in EXECUTION_FIELDS}
+
+
+def recipe_sha256(config: TrainConfig) -> str:
+    """SHA-256 of :func:`recipe` as canonical JSON (sorted keys): one name for a recipe,
+    the same wherever and however the run is executed."""
+    text = json.dumps(recipe(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

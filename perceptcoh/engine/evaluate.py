@@ -342,8 +342,8 @@ def retrieval_map(
 
 
 def transfer_metrics(
-    teacher_features: torch.Tensor,
     student_features: torch.Tensor,
+    teacher_features: torch.Tensor,
     max_points: int | None = 1000,
     *,
     gap_max_points: int | None = None,
@@ -382,7 +382,8 @@ def transfer_metrics(
     gap_sample = order[:gap_points]
     gap_teacher, gap_student = teacher[gap_sample], student[gap_sample]
     if teacher_ranks is None:
-        gaps = {r: perception_gap(gap_teacher, gap_student, metric_teacher, metric_student, r=r)
+        gaps = {r: perception_gap(gap_student, gap_teacher, metric_student=metric_student,
+                                  metric_teacher=metric_teacher, r=r)
                 for r in (1, 2)}
     else:
         if teacher_ranks.shape != (gap_points, gap_points):
@@ -393,12 +394,12 @@ def transfer_metrics(
         "perception_gap_r1": gaps[1],
         "perception_gap_r2": gaps[2],
         "knn_agreement": knn_agreement(
-            gap_teacher, gap_student, k=min(k, gap_points - 1),
-            metric_teacher=metric_teacher, metric_student=metric_student,
+            gap_student, gap_teacher, k=min(k, gap_points - 1),
+            metric_student=metric_student, metric_teacher=metric_teacher,
         ),
         "triplet_concordance": triplet_concordance(
-            teacher[order[:triplet_points]], student[order[:triplet_points]],
-            metric_teacher, metric_student,
+            student[order[:triplet_points]], teacher[order[:triplet_points]],
+            metric_student=metric_student, metric_teacher=metric_teacher,
         ),
     }
     result = {name: float(value) for name, value in metrics.items()}
@@ -526,7 +527,7 @@ def evaluate_models(
                 results.update(reference.metrics)
             results.update(
                 transfer_metrics(
-                    reference.features, features, max_points,
+                    features, reference.features, max_points,
                     gap_max_points=gap_max_points, seed=seed, teacher_ranks=reference.ranks,
                 )
             )

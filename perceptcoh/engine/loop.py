@@ -47,7 +47,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import TrainConfig, data_seed
+from .config import TrainConfig, data_seed, recipe_sha256
 from .data import augment, normalize
 from .distributed import any_process
 from .evaluate import evaluate_models, evaluate_teacher, top1_accuracy
@@ -411,6 +411,7 @@ def _finish(member: _Member, reference, started: float, cohort: list[str],
         "completed": True,
         "metrics": metrics,
         "config": jsonable(asdict(config)),
+        "recipe_sha256": recipe_sha256(config),
         "teacher": session.teacher_info,
         "beta": session.beta if config.method != "ce" else None,
         "checkpoint": str(member.checkpoint_path),
