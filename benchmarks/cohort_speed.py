@@ -4,7 +4,7 @@
     python benchmarks/cohort_speed.py --students 8 --steps 8 --json out.json
 
 K students (methods pc, kd, fitnet, rkd, pkt, sp, cc, ce in turn; CIFAR-100, the supervised
-protocol) take ``--steps`` training steps each, on the same batches:
+protocol, beta measured as in the book's plans) take ``--steps`` training steps each, on the same batches:
 
 * ``one pass``: :func:`perceptcoh.engine.train_cohort_epoch`: per step one batch is drawn,
   augmented and run through the teacher once, then each student steps on it.
@@ -32,12 +32,15 @@ METHODS = ("pc", "kd", "fitnet", "rkd", "pkt", "sp", "cc", "ce")
 
 
 def configs(args: argparse.Namespace) -> list[TrainConfig]:
+    """The students, weighted as the book's plans weight them (``gradient_ratio=1``)."""
+    methods = [METHODS[index % len(METHODS)] for index in range(args.students)]
     return [
         TrainConfig(dataset="cifar100", data_root=args.data_root, model=args.student,
-                    teacher=args.teacher, method=METHODS[index % len(METHODS)],
+                    teacher=args.teacher, method=method,
+                    gradient_ratio=None if method == "ce" else 1.0,
                     batch_size=args.batch_size, epochs=1, seed=index, data_seed=0,
                     device=args.device, progress=False, output_dir=f"unused/{index}")
-        for index in range(args.students)
+        for index, method in enumerate(methods)
     ]
 
 

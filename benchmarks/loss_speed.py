@@ -2,12 +2,12 @@
 
     python benchmarks/loss_speed.py                      # CPU, and CUDA when present
     python benchmarks/loss_speed.py --batch-sizes 64 128 --devices cpu --json out.json
-    python benchmarks/loss_speed.py --dtypes float32 float64 --no-naive --json after.json \
-        --baseline before.json      # a before/after table against an earlier run's JSON
+    git worktree add /tmp/before <commit>      # an earlier version, for a before/after table
+    python benchmarks/loss_speed.py --dtypes float32 float64 --no-naive --before /tmp/before
 
-A "before" JSON of an earlier version of the library comes from this script run with that
-version first on the path: ``git worktree add /tmp/before <commit>`` then
-``PYTHONPATH=/tmp/before python benchmarks/loss_speed.py ... --json before.json``.
+With ``--before CHECKOUT`` every row is also measured with the library of that checkout
+(its folder first on the path), alternating with this one, so that both see the same
+machine load.
 
 Each (implementation, batch size, device) runs in a fresh subprocess, so that its peak
 memory is its own: on a CPU the rise of the process's peak resident set over its value
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -33,7 +34,6 @@ import torch
 
 from perceptcoh import PerceptionCoherenceLoss
 from perceptcoh.dissimilarity import pairwise
-from perceptcoh.engine.provenance import provenance
 from perceptcoh.ranking import exact_ranks, row_scale
 
 STUDENT_DIM, TEACHER_DIM, TAU = 64, 256, 0.1
@@ -100,14 +100,28 @@ def measure(implementation: str, batch: int, device: str, repeats: int,
 
 
 def run_in_subprocess(implementation: str, batch: int, device: str, repeats: int,
-                      dtype: str) -> dict:
+                      dtype: str, library: str | None = None) -> dict:
+    """One measurement in a fresh process; ``library``: a checkout whose ``perceptcoh``
+    is imported instead of this one's."""
     command = [sys.executable, __file__, "--worker", implementation, str(batch), device,
                "--repeats", str(repeats), "--dtypes", dtype]
-    completed = subprocess.run(command, capture_output=True, text=True)
+    environment = dict(os.environ)
+    if library is not None:
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [library, *filter(None, [environment.get("PYTHONPATH")])])
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment)
     if completed.returncode != 0:
         raise RuntimeError(f"{implementation} B={batch} {dtype} on {device} failed:\n"
                            f"{completed.stderr}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def _commit(checkout: str | None) -> str | None:
+    if checkout is None:
+        return None
+    completed = subprocess.run(["git", "-C", checkout, "rev-parse", "HEAD"],
+                               capture_output=True, text=True)
+    return completed.stdout.strip() or None
 
 
 def main() -> None:
@@ -121,9 +135,9 @@ def main() -> None:
                         choices=["float32", "float64"], help="feature dtypes to measure")
     parser.add_argument("--no-naive", action="store_true",
                         help="measure only the library's loss, not the naive form")
-    parser.add_argument("--baseline", default=None,
-                        help="JSON of an earlier run of this script: print its time and memory "
-                        "beside this run's, row by row")
+    parser.add_argument("--before", default=None, metavar="CHECKOUT",
+                        help="a checkout of an earlier version: measure its loss too, "
+                        "alternating with this one, and print both")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--worker", nargs=3, metavar=("IMPL", "BATCH", "DEVICE"),
                         help=argparse.SUPPRESS)
@@ -133,11 +147,6 @@ def main() -> None:
         print(json.dumps(measure(implementation, int(batch), device, args.repeats,
                                  args.dtypes[0])))
         return
-    baseline = {}
-    if args.baseline:
-        with open(args.baseline) as handle:
-            for row in json.load(handle)["rows"]:
-                baseline[row["device"], row.get("dtype", "float32"), row["batch"]] = row["ours"]
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     rows = []
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
@@ -145,7 +154,7 @@ def main() -> None:
           + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
     header = (f"{'device':6} {'dtype':7} {'B':>5} {'ours ms':>9} {'naive ms':>9} "
               f"{'ours MB':>8} {'naive MB':>9}")
-    if baseline:
+    if args.before:
         header += f" {'before ms':>9} {'before MB':>9} {'speedup':>8}"
     print(header)
     mb = lambda b: b / 2**20
@@ -157,22 +166,28 @@ def main() -> None:
                 naive = None
                 if not args.no_naive and (device == "cuda" or batch <= NAIVE_CPU_MAX_BATCH):
                     naive = run_in_subprocess("naive", batch, device, repeats, dtype)
+                before = None
+                if args.before:
+                    before = run_in_subprocess("ours", batch, device, repeats, dtype,
+                                               library=args.before)
                 rows.append({"device": device, "dtype": dtype, "batch": batch, "ours": ours,
-                             "naive": naive})
+                             "naive": naive, "before": before})
                 line = (f"{device:6} {dtype:7} {batch:5d} {ours['seconds'] * 1e3:9.2f} "
                         + (f"{naive['seconds'] * 1e3:9.2f} " if naive else f"{'-':>9} ")
                         + f"{mb(ours['peak_bytes']):8.1f} "
                         + (f"{mb(naive['peak_bytes']):9.1f}" if naive else f"{'-':>9}"))
-                before = baseline.get((device, dtype, batch))
                 if before:
                     line += (f" {before['seconds'] * 1e3:9.2f} {mb(before['peak_bytes']):9.1f} "
                              f"{before['seconds'] / ours['seconds']:8.2f}")
                 print(line, flush=True)
     if args.json:
+        from perceptcoh.engine.provenance import provenance
+
         with open(args.json, "w") as handle:
             json.dump({"provenance": provenance(), "student_dim": STUDENT_DIM,
                        "teacher_dim": TEACHER_DIM, "tau": TAU, "seed": 0,
-                       "threads": torch.get_num_threads(), "rows": rows},
+                       "threads": torch.get_num_threads(), "before": args.before,
+                       "before_commit": _commit(args.before), "rows": rows},
                       handle, indent=1)
 
 
