@@ -11,10 +11,11 @@
 #   bench        benchmarks/train_speed.py and benchmarks/loss_speed.py on the GPU
 #   dry-run      the comparison's images, FLOPs and estimated time at rates measured here
 #   table        python -m perceptcoh experiment comparison --scale $SCALE: the teacher,
-#                then PC and the strongest baselines (KD, PKT, FitNet, CE alone) of seed 0
+#                then PC and the strongest baselines (CRD, KD, PKT, FitNet, CE alone) of seed 0
 #                on the main pair, then every other run; ARGS go to each experiment call
 #
-# Data: every call first copies whatever CIFAR-100 files it carries in data/stage/ to
+# Data: every call first copies whatever CIFAR-100 files it carries in data/stage/ (an
+# ignored folder: name it in the call's carry list) to
 # $DATA/cifar100 (a folder outside the working tree that outlives the call while the
 # machine stays warm). The six files (5 training shards and the test split, 23 MB each) take
 # three calls at 64 MiB each; carry them with the first three calls, whatever their steps.
@@ -88,15 +89,15 @@ run_step() {
                 --scale "$SCALE" --data-root "$DATA" --dry-run "$@" ;;
         table)
             experiment "$(left "$seconds")" --pairs resnet32x4:resnet8x4 --seeds 0 \
-                --methods pc kd pkt fitnet ce "$@"
+                --methods pc crd kd pkt fitnet ce "$@"
             experiment "$(left "$seconds")" "$@" ;;
         *)
-            sed -n '2,29p' "$0"
+            sed -n '2,28p' "$0"
             return 2 ;;
     esac
 }
 
-[ $# -ge 2 ] || { sed -n '2,29p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,28p' "$0"; exit 2; }
 steps=$1 seconds=$2
 shift 2
 stage
