@@ -1,4 +1,5 @@
-"""Forward+backward time and peak memory of PerceptionCoherenceLoss vs a naive (B, B, B) form.
+"""Forward+backward time and peak memory of PerceptionCoherenceLoss (or RKD, ``--loss rkd``)
+against a naive (B, B, B) form and, with ``--before``, an earlier version of the library.
 
     python benchmarks/loss_speed.py                      # CPU, and CUDA when present
     python benchmarks/loss_speed.py --batch-sizes 64 128 --devices cpu --json out.json
@@ -57,14 +58,23 @@ def naive_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (soft - target)[~eye].square().mean()
 
 
+def build(loss: str) -> torch.nn.Module:
+    """The loss timed: PC, or RKD (distance and angle terms, RepDistiller's weights)."""
+    if loss == "rkd":
+        from perceptcoh import RelationalKD
+
+        return RelationalKD(check_finite=False)
+    return PerceptionCoherenceLoss(tau=TAU, check_finite=False)
+
+
 def measure(implementation: str, batch: int, device: str, repeats: int,
-            dtype: str = "float32") -> dict:
+            dtype: str = "float32", loss_name: str = "pc") -> dict:
     generator = torch.Generator().manual_seed(0)
     kind = getattr(torch, dtype)
     student = torch.randn(batch, STUDENT_DIM, generator=generator, dtype=kind)
     student = student.to(device).requires_grad_(True)
     teacher = torch.randn(batch, TEACHER_DIM, generator=generator, dtype=kind).to(device)
-    loss = PerceptionCoherenceLoss(tau=TAU, check_finite=False)
+    loss = build(loss_name)
     run = (lambda: loss(student, teacher)) if implementation == "ours" else (
         lambda: naive_loss(student, teacher)
     )
@@ -100,11 +110,11 @@ def measure(implementation: str, batch: int, device: str, repeats: int,
 
 
 def run_in_subprocess(implementation: str, batch: int, device: str, repeats: int,
-                      dtype: str, library: str | None = None) -> dict:
+                      dtype: str, library: str | None = None, loss_name: str = "pc") -> dict:
     """One measurement in a fresh process; ``library``: a checkout whose ``perceptcoh``
     is imported instead of this one's."""
     command = [sys.executable, __file__, "--worker", implementation, str(batch), device,
-               "--repeats", str(repeats), "--dtypes", dtype]
+               "--repeats", str(repeats), "--dtypes", dtype, "--loss", loss_name]
     environment = dict(os.environ)
     if library is not None:
         environment["PYTHONPATH"] = os.pathsep.join(
@@ -133,6 +143,8 @@ def main() -> None:
                         help="timed calls per measurement (default: 20 on CUDA, 3 on CPU)")
     parser.add_argument("--dtypes", nargs="+", default=["float32"],
                         choices=["float32", "float64"], help="feature dtypes to measure")
+    parser.add_argument("--loss", choices=["pc", "rkd"], default="pc",
+                        help="the loss timed (the naive form exists for pc only)")
     parser.add_argument("--no-naive", action="store_true",
                         help="measure only the library's loss, not the naive form")
     parser.add_argument("--before", default=None, metavar="CHECKOUT",
@@ -145,7 +157,7 @@ def main() -> None:
     if args.worker:
         implementation, batch, device = args.worker
         print(json.dumps(measure(implementation, int(batch), device, args.repeats,
-                                 args.dtypes[0])))
+                                 args.dtypes[0], args.loss)))
         return
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     rows = []
@@ -162,14 +174,16 @@ def main() -> None:
         repeats = args.repeats or (20 if device == "cuda" else 3)
         for dtype in args.dtypes:
             for batch in args.batch_sizes:
-                ours = run_in_subprocess("ours", batch, device, repeats, dtype)
+                ours = run_in_subprocess("ours", batch, device, repeats, dtype,
+                                         loss_name=args.loss)
                 naive = None
-                if not args.no_naive and (device == "cuda" or batch <= NAIVE_CPU_MAX_BATCH):
+                if args.loss == "pc" and not args.no_naive and (
+                        device == "cuda" or batch <= NAIVE_CPU_MAX_BATCH):
                     naive = run_in_subprocess("naive", batch, device, repeats, dtype)
                 before = None
                 if args.before:
                     before = run_in_subprocess("ours", batch, device, repeats, dtype,
-                                               library=args.before)
+                                               library=args.before, loss_name=args.loss)
                 rows.append({"device": device, "dtype": dtype, "batch": batch, "ours": ours,
                              "naive": naive, "before": before})
                 line = (f"{device:6} {dtype:7} {batch:5d} {ours['seconds'] * 1e3:9.2f} "
@@ -184,7 +198,8 @@ def main() -> None:
         from perceptcoh.engine.provenance import provenance
 
         with open(args.json, "w") as handle:
-            json.dump({"provenance": provenance(), "student_dim": STUDENT_DIM,
+            json.dump({"provenance": provenance(), "loss": args.loss,
+                       "student_dim": STUDENT_DIM,
                        "teacher_dim": TEACHER_DIM, "tau": TAU, "seed": 0,
                        "threads": torch.get_num_threads(), "before": args.before,
                        "before_commit": _commit(args.before), "rows": rows},

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .files import atomic_write
+from .files import atomic_write, file_sha256
 
 __all__ = [
     "ImageDataset",
@@ -661,14 +661,11 @@ def _verify_checksums(directory: Path, files: list[Path]) -> None:
     for path in files:
         if path.name not in expected:
             continue
-        digest = hashlib.sha256()
-        with open(path, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 22), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected[path.name]:
+        digest = file_sha256(path)
+        if digest != expected[path.name]:
             raise CorruptDataError(
                 f"{path} does not match its SHA256 in {sums_path} (expected "
-                f"{expected[path.name]}, got {digest.hexdigest()}): the copy is corrupt or "
+                f"{expected[path.name]}, got {digest}): the copy is corrupt or "
                 f"incomplete; copy or download it again"
             )
 

@@ -375,7 +375,7 @@ def transfer_metrics(
             "teacher_features and student_features must have the same number of samples, "
             f"got {n} and {student_features.shape[0]}"
         )
-    order = _sample_order(n, seed, teacher_features.device)
+    order = seeded_prefix(n, n, seed).to(teacher_features.device)
     gap_points = n if gap_max_points is None else min(n, gap_max_points)
     triplet_points = n if max_points is None else min(n, max_points)
     teacher, student = teacher_features.detach().float(), student_features.detach().float()
@@ -405,10 +405,6 @@ def transfer_metrics(
     result = {name: float(value) for name, value in metrics.items()}
     result.update(gap_points=gap_points, triplet_points=triplet_points)
     return result
-
-
-def _sample_order(n: int, seed: int, device: torch.device) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(device)
 
 
 def _gaps_against_ranks(teacher_ranks: torch.Tensor, student: torch.Tensor, metric: Metric
@@ -465,7 +461,7 @@ def evaluate_teacher(
                                      train_set, True, k, metric, batch_size, channels_last)
         n = features.shape[0]
         gap_points = n if gap_max_points is None else min(n, gap_max_points)
-        sample = _sample_order(n, seed, features.device)[:gap_points]
+        sample = seeded_prefix(n, gap_points, seed).to(features.device)
         ranks = perception(features.float()[sample], metric)
     return TeacherReference(features, ranks, metrics, gap_max_points, seed)
 
