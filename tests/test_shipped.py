@@ -57,6 +57,12 @@ def test_a_changed_or_missing_file_is_refused_by_name(teacher_run, tmp_path, mon
         handle.write(b"\0")
     with pytest.raises(CheckpointError, match="digits-cnn.*SHA-256.*train-teacher"):
         shipped.shipped_teacher("digits-cnn")
+    # The engine checks it too, when given the file's path directly.
+    with pytest.raises(CheckpointError, match="digits-cnn.json records"):
+        run(TrainConfig(dataset="digits", model="digits_mlp", method="pc", epochs=1,
+                        batch_size=64, train_subset=256, test_subset=60, progress=False,
+                        teacher_checkpoint=str(folder / "digits-cnn.pt"),
+                        output_dir=str(tmp_path / "student")))
     (folder / "digits-cnn.pt").unlink()
     with pytest.raises(CheckpointError, match="missing"):
         shipped.shipped_teacher("digits-cnn")

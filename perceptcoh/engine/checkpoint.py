@@ -7,6 +7,7 @@ the file a transfer run takes as its teacher. Both are written atomically.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -159,7 +160,24 @@ def check_same_run(state: dict, config: TrainConfig, path: Path,
 
 
 def load_teacher(config: TrainConfig, num_classes: int) -> tuple[nn.Module, dict]:
+    """The teacher of a transfer run and what its results record about it (architecture,
+    file, SHA-256, epochs). A file with a record beside it (``NAME.json`` with a
+    ``"sha256"``, as shipped teachers have) must match that hash.
+
+    Raises:
+        CheckpointError: the file does not match its record, or is not a checkpoint.
+        ValueError: the checkpoint does not fit the run (architecture, dataset, classes,
+            an unfinished run).
+    """
     path = Path(config.teacher_checkpoint)
+    digest = file_sha256(path) if path.is_file() else None
+    record = path.with_suffix(".json")
+    if digest is not None and record.is_file():
+        expected = json.loads(record.read_text()).get("sha256")
+        if expected is not None and expected != digest:
+            raise CheckpointError(f"teacher checkpoint {path} has SHA-256 {digest}, but "
+                                  f"{record} records {expected}: the file was changed or "
+                                  f"truncated")
     state = load_checkpoint(path)
     recorded = state["model"]["name"]
     if config.teacher is not None and config.teacher != recorded:
@@ -176,7 +194,7 @@ def load_teacher(config: TrainConfig, num_classes: int) -> tuple[nn.Module, dict
         raise ValueError(f"teacher checkpoint {path} is from an unfinished run (epoch "
                          f"{state['epoch']} of {planned}); finish it with --resume first")
     teacher = _model_from_state(state, path)
-    info = {"model": recorded, "checkpoint": str(path), "sha256": file_sha256(path),
+    info = {"model": recorded, "checkpoint": str(path), "sha256": digest,
             "options": state["model"].get("options", {}), "epochs": state["epoch"],
             "recorded_test_top1": (state.get("history") or [{}])[-1].get("test_top1")}
     return teacher, info
