@@ -153,3 +153,15 @@ def test_the_recipe_names_what_decides_the_results():
         other = dataclasses.replace(base, **{field: value})
         assert recipe_sha256(other) != recipe_sha256(base), field
     assert "output_dir" not in recipe(base) and "data_seed" in recipe(base)
+
+
+def test_a_run_saved_before_a_field_existed_still_matches():
+    """A checkpoint written before data_seed existed resumes: a missing field reads as its
+    default, which is what that run did; a changed one is still a difference."""
+    from perceptcoh.engine import recipe, run_differences
+
+    config = tiny(output_dir="a")
+    saved = {key: value for key, value in recipe(config).items() if key != "data_seed"}
+    assert run_differences({"config": saved}, config) == []
+    assert run_differences({"config": saved}, dataclasses.replace(config, data_seed=3)) == [
+        "data_seed: saved None, now 3"]

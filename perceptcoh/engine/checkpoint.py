@@ -136,9 +136,11 @@ def run_differences(saved_run: dict, config: TrainConfig,
     that run. Fields that only say how or where a run is executed are not compared; the
     teacher is compared by hash (when both are known), not by path."""
     saved = saved_run.get("config") or {}
+    # A field added after the run was saved reads as its default, which is what that run did.
+    defaults = recipe(TrainConfig())
     different = [
-        f"{name}: saved {saved.get(name, '<missing>')!r}, now {value!r}"
-        for name, value in recipe(config).items() if saved.get(name, "<missing>") != value
+        f"{name}: saved {saved.get(name, defaults.get(name))!r}, now {value!r}"
+        for name, value in recipe(config).items() if saved.get(name, defaults.get(name)) != value
     ]
     saved_sha = (saved_run.get("teacher") or {}).get("sha256")
     if saved_sha and teacher_sha256 and saved_sha != teacher_sha256:
