@@ -284,7 +284,7 @@ def _run_cohort(sessions: list[Session], started: float) -> list[dict]:
     first_epoch = min(member.start_epoch for member in members)
     last_epoch = max(member.session.config.epochs for member in members)
     reporter = EpochReporter(sessions, first_epoch, last_epoch,
-                         enabled=lead.config.progress and is_writer)
+                             enabled=lead.config.progress and is_writer)
     stopped_early = False
     for epoch in range(first_epoch, last_epoch):
         active = [m for m in members if m.start_epoch <= epoch < m.session.config.epochs]
@@ -334,7 +334,7 @@ def _resume(session: Session) -> _Member:
     if config.resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
         check_same_run(state, config, checkpoint_path,
-                        (session.teacher_info or {}).get("sha256"))
+                       (session.teacher_info or {}).get("sha256"))
         try:
             session.student.load_state_dict(state["model_state"])
             if session.transfer_loss is not None:
@@ -383,7 +383,7 @@ def _end_epoch(member: _Member, epoch: int, stats: dict, stopped_early: bool, st
     if is_writer and (last or stopped_early or (every and (epoch + 1) % every == 0)):
         member.totals["wall_seconds"] = member.wall_offset + time.perf_counter() - started
         save_checkpoint(session, member.checkpoint_path, epoch + 1, member.history,
-                         member.totals)
+                        member.totals)
     return record
 
 
@@ -433,7 +433,7 @@ def _finish(member: _Member, reference, started: float, cohort: list[str],
     }
     if is_writer:
         save_checkpoint(session, member.output / MODEL_NAME, results["epochs_completed"],
-                         history, totals, model_only=True)
+                        history, totals, model_only=True)
         atomic_write_text(member.output / RESULTS_NAME, json.dumps(results, indent=2) + "\n")
     return results
 
