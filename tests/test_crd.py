@@ -15,9 +15,10 @@ def gaussian(n: int, p: int, seed: int) -> torch.Tensor:
     return torch.randn(n, p, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
 
 
-def make(**options) -> CRD:
+def make(dataset_size: int = 20, **options) -> CRD:
     torch.manual_seed(0)
-    loss = CRD(student_dim=3, teacher_dim=5, dataset_size=20, feat_dim=4, nce_k=6, **options)
+    loss = CRD(student_dim=3, teacher_dim=5, dataset_size=dataset_size, feat_dim=4, nce_k=6,
+               **options)
     return loss.double()
 
 
@@ -49,13 +50,15 @@ def first_normalisers(loss: CRD, student, teacher, contrast) -> list[torch.Tenso
     return [scores_s.mean() * loss.dataset_size, scores_t.mean() * loss.dataset_size]
 
 
-def test_value_and_gradients_match_the_loop_reference():
-    loss = make()
+# 20 memory rows score densely (20 <= (K + 1) * D = 28), 40 by gathering the contrasted rows.
+@pytest.mark.parametrize("dataset_size", [20, 40])
+def test_value_and_gradients_match_the_loop_reference(dataset_size):
+    loss = make(dataset_size)
     student = gaussian(5, 3, seed=1).requires_grad_(True)
     teacher = gaussian(5, 5, seed=2)
     indices = torch.tensor([3, 0, 17, 9, 11])
     contrast = torch.cat([indices[:, None], loss.negatives(5, torch.device("cpu"))], dim=1)
-    reference_loss = make()  # same heads and memories: same seeds
+    reference_loss = make(dataset_size)  # same heads and memories: same seeds
     normalisers = first_normalisers(reference_loss, student.detach(), teacher, contrast)
     expected = loop_loss(reference_loss, student, teacher, indices, contrast, normalisers)
     value = loss(student, teacher, indices)

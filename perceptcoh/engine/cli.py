@@ -102,10 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ones resumed. Then gather every run's metrics, wall time and provenance, with the "
         "teachers' SHA-256, into one JSON document.",
     )
-    experiment.add_argument("name", choices=["comparison", "ablation"], help="which experiment")
-    experiment.add_argument("--scale", choices=["full", "cpu"], default="full",
-                            help="full: CIFAR-100 on a GPU; cpu: a small subset, minutes on "
-                            "a CPU")
+    experiment.add_argument("name", choices=["comparison", "ablation", "all"],
+                            help="which experiment (all: both, sharing passes)")
+    experiment.add_argument("--scale", choices=["full", "laptop", "cpu"], default="full",
+                            help="full: CIFAR-100 on a GPU; laptop: CIFAR-100 on 2 CPU cores "
+                            "with the shipped teacher, under 2 hours; cpu: a small subset, "
+                            "a pipeline check in minutes")
     experiment.add_argument("--pairs", nargs="+", default=None, metavar="TEACHER:STUDENT",
                             help="comparison: teacher-student pairs (default: the scale's)")
     experiment.add_argument("--methods", nargs="+", default=None,
@@ -115,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the ablations)")
     experiment.add_argument("--root", default="runs", help="folder of the runs")
     experiment.add_argument("--output", default=None, help="results document (default: "
-                            "results/cifar100-NAME.json at full scale, ROOT/SCALE/NAME.json "
-                            "otherwise)")
+                            "results/cifar100-NAME.json at full scale, "
+                            "results/cifar100-laptop-NAME.json at laptop scale, "
+                            "ROOT/SCALE/NAME.json otherwise)")
     experiment.add_argument("--data-root", default=None, help="folder holding the datasets")
     experiment.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     experiment.add_argument("--time-limit", type=float, default=None,
@@ -184,7 +187,8 @@ def _evaluate(arguments: dict) -> int:
 
 
 def _experiment(arguments: dict) -> int:
-    from .experiments import ablation_plan, comparison_plan, default_output, run_plan
+    from .experiments import (ablation_plan, combined_plan, comparison_plan, default_output,
+                              run_plan)
 
     name, root = arguments["name"], arguments["root"]
     execution = {"data_root": arguments["data_root"], "device": arguments["device"],
@@ -198,6 +202,11 @@ def _experiment(arguments: dict) -> int:
         if arguments["methods"] is not None:
             selection["methods"] = arguments["methods"]
         plan = comparison_plan(arguments["scale"], root=root, **selection, **execution)
+    elif name == "all":
+        if arguments["pairs"] is not None or arguments["methods"] is not None:
+            raise ValueError("--pairs and --methods select comparison runs; 'all' runs the "
+                             "whole comparison and the ablations")
+        plan = combined_plan(arguments["scale"], root=root, **selection, **execution)
     else:
         if arguments["pairs"] is not None or arguments["methods"] is not None:
             raise ValueError("--pairs and --methods select comparison runs; the ablations "

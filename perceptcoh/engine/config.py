@@ -60,8 +60,9 @@ EXECUTION_FIELDS = frozenset(
 
 # Fields on which the students of one pass must agree: they decide the batches, where the
 # data and the teacher live, and how a step runs.
-COHORT_FIELDS = ("dataset", "data_root", "train_subset", "test_subset", "batch_size",
-                 "crop_padding", "flip", "device", "precision", "channels_last", "compile")
+COHORT_FIELDS = ("dataset", "data_root", "train_subset", "test_subset", "probe_subset",
+                 "batch_size", "crop_padding", "flip", "device", "precision", "channels_last",
+                 "compile")
 
 
 def _option(default: Any = None, help: str = "", **extra: Any) -> Any:
@@ -154,6 +155,10 @@ class TrainConfig:
     )
     test_subset: int | None = _option(
         None, "evaluate on the first N test images of a seeded permutation (smoke runs)"
+    )
+    probe_subset: int | None = _option(
+        None, "fit the linear probe and kNN on the first N training images of a seeded "
+        "permutation (default: every training image)"
     )
     seed: int = _option(0, "seed of the initialisation (and of the data, unless data_seed is "
                         "set)")
@@ -262,6 +267,7 @@ def validate(config: TrainConfig, *, teacher_given: bool = False) -> TrainConfig
     integer("crop_padding", config.crop_padding, 0, optional=True)
     integer("train_subset", config.train_subset, 1, optional=True)
     integer("test_subset", config.test_subset, 1, optional=True)
+    integer("probe_subset", config.probe_subset, 1, optional=True)
     integer("seed", config.seed, 0)
     integer("data_seed", config.data_seed, 0, optional=True)
     integer("eval_every", config.eval_every, 0)

@@ -6,7 +6,7 @@ what is missing (finished runs are reused, interrupted ones resumed from their c
 then gathers every run's metrics, wall time and provenance, with each teacher's SHA-256
 and recipe, into one JSON document (``results/*.json`` for the book).
 
-Two experiments, each at two scales:
+Two experiments, at each scale, and :func:`combined_plan`, both as one plan:
 
 * :func:`comparison_plan`: the comparison table: PC, CRD, KD, PKT, FitNet, CE alone, SP,
   CC and RKD in the supervised protocol (``CE + beta * L``, top-1) and in the
@@ -18,8 +18,10 @@ Two experiments, each at two scales:
   ``beta`` of the supervised protocol.
 
 Scales (:data:`SCALES`): ``full`` is CIFAR-100 on a GPU, the resnet32x4 teacher of the
-``full`` preset; ``cpu`` a CIFAR-100 subset with a resnet20 teacher and resnet8 students, a
-few hundred steps in all, what the book executes when no GPU is present. One recipe holds
+``full`` preset; ``laptop`` all of CIFAR-100 on two CPU cores, resnet8 students of the
+resnet20 teacher shipped with the library (:func:`perceptcoh.engine.shipped.shipped_teacher`,
+nothing to train first); ``cpu`` a CIFAR-100 subset with a resnet20 teacher and resnet8
+students, a few hundred steps in all, a pipeline check. One recipe holds
 for every method: ``beta`` is not tuned per method but measured,
 ``beta * |grad L| = |grad CE|`` for the initial student (``gradient_ratio=1``), so every
 transfer loss starts with a push as strong as the labels'.
@@ -45,6 +47,7 @@ from typing import Callable, Sequence
 from ..loss import PerceptionCoherenceLoss
 from .presets import preset
 from .files import atomic_write_text, file_sha256
+from .shipped import shipped_record, shipped_teacher
 from .progress import progress_bar
 from .provenance import provenance
 from .checkpoint import MODEL_NAME, RESULTS_NAME, run_differences
@@ -59,6 +62,7 @@ __all__ = [
     "Plan",
     "comparison_plan",
     "ablation_plan",
+    "combined_plan",
     "run_plan",
     "cohorts",
     "default_output",
@@ -87,6 +91,26 @@ SCALES: dict[str, dict] = {
         "ablations": {"tau": (0.01, 0.03, 0.1, 0.3, 1.0), "batch_size": (128, 256, 512, 1024),
                       "metric": ("euclidean", "cosine"), "r": (1, 2),
                       "gradient_ratio": (0.25, 0.5, 1.0, 2.0, 4.0)},
+    },
+    "laptop": {
+        "description": "CIFAR-100, 50,000 training and 10,000 test images; the shipped "
+        "resnet20 teacher (cifar100-resnet20), resnet8 students trained 1 epoch at batch "
+        "128 (lr 0.1, cosine) on two CPU cores; linear probe and kNN fitted on 10,000 "
+        "training images",
+        "teacher": {"shipped": "cifar100-resnet20"},
+        "student": {
+            "dataset": "cifar100", "epochs": 1, "batch_size": 128, "lr": 0.1,
+            "schedule": "cosine", "probe_subset": 10_000, "eval_every": 0,
+            "eval_batch_size": 512, "triplet_points": 1000, "teacher_probes": False,
+            "data_seed": 0,
+        },
+        "pairs": (("resnet20", "resnet8"),),
+        "seeds": (0, 1, 2),
+        # 50,000 training images: 4,096 negatives per image keep CRD's gather cheap on a CPU.
+        "loss_options": {"crd": {"nce_k": 4096}},
+        "ablations": {"tau": (0.03, 0.1, 1.0), "batch_size": (64, 128, 256),
+                      "metric": ("euclidean", "cosine"), "r": (1, 2),
+                      "gradient_ratio": (0.5, 1.0, 2.0)},
     },
     "cpu": {
         "description": "CIFAR-100 subsets (4,096 training images for the teacher, 2,048 for "
@@ -136,12 +160,21 @@ class PlannedRun:
 
 @dataclass
 class Plan:
-    """The runs of one experiment: teachers first (by architecture), then students."""
+    """The runs of one experiment: teachers to train first (by architecture), then students.
+    ``shipped`` maps a teacher architecture to the shipped teacher used instead of training
+    one (:mod:`perceptcoh.engine.shipped`)."""
 
     name: str
     scale: str
     teachers: dict[str, TrainConfig]
     runs: list[PlannedRun] = field(default_factory=list)
+    shipped: dict[str, str] = field(default_factory=dict)
+
+    def teacher_checkpoint(self, model: str) -> str:
+        """The ``model.pt`` the students of teacher ``model`` read."""
+        if model in self.shipped:
+            return shipped_teacher(self.shipped[model])
+        return str(Path(self.teachers[model].output_dir) / MODEL_NAME)
 
 
 def comparison_plan(
@@ -211,11 +244,32 @@ def ablation_plan(
     return plan
 
 
+def combined_plan(
+    scale: str = "laptop",
+    *,
+    seeds: Sequence[int] | None = None,
+    ablation_seeds: Sequence[int] = (0,),
+    root: str | os.PathLike = "runs",
+    **execution,
+) -> Plan:
+    """The comparison (``seeds``: default the scale's) and the ablations
+    (``ablation_seeds``) as one plan, so that every student that can share a pass with
+    another does: at the laptop scale the ablations of tau, the metric, r and beta join
+    the comparison's pass, and only the batch sizes other than the recipe's need their
+    own."""
+    comparison = comparison_plan(scale, seeds=seeds, root=root, **execution)
+    ablation = ablation_plan(scale, seeds=ablation_seeds, root=root, **execution)
+    return dataclasses.replace(comparison, name="all", runs=comparison.runs + ablation.runs)
+
+
 def default_output(plan: Plan, root: str | os.PathLike = "runs") -> Path:
-    """Where a plan's results document goes: ``results/cifar100-<name>.json`` at full
-    scale (the book's saved results, committed), ``<root>/<scale>/<name>.json`` otherwise."""
+    """Where a plan's results document goes: the book's saved results, committed, at the
+    full and laptop scales (``results/cifar100-<name>.json``,
+    ``results/cifar100-laptop-<name>.json``), ``<root>/<scale>/<name>.json`` otherwise."""
     if plan.scale == "full":
         return Path("results") / f"cifar100-{plan.name}.json"
+    if plan.scale == "laptop":
+        return Path("results") / f"cifar100-laptop-{plan.name}.json"
     return Path(root) / plan.scale / f"{plan.name}.json"
 
 
@@ -246,7 +300,8 @@ def run_plan(
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     unique = list({planned.config.output_dir: planned.config for planned in plan.runs}.values())
     finished: dict[str, dict] = {}
-    teacher_sha: dict[str, str] = {}  # model.pt of each teacher -> its SHA-256
+    teacher_sha = {shipped_teacher(name): shipped_record(name)["sha256"]
+                   for name in plan.shipped.values()}  # model.pt of each teacher -> SHA-256
     bar = progress_bar(len(plan.teachers) + len(unique), f"{plan.name} ({plan.scale})",
                        "run", progress)
     for config in plan.teachers.values():
@@ -288,8 +343,11 @@ def run_plan(
                                teacher_sha[str(Path(config.output_dir) / MODEL_NAME)])
         for model, config in plan.teachers.items()
     }
+    teachers.update({model: _shipped_record(name) for model, name in plan.shipped.items()})
     runs = [_run_record(planned, finished[planned.config.output_dir]) for planned in plan.runs]
-    teacher_seconds = sum(t["wall_time_seconds"] for t in teachers.values())
+    # A shipped teacher was trained elsewhere: its record has its time, this plan spent none.
+    teacher_seconds = sum(finished[config.output_dir]["wall_time_seconds"]
+                          for config in plan.teachers.values())
     passes: dict[tuple, float] = {}
     for config in unique:
         results = finished[config.output_dir]
@@ -384,6 +442,14 @@ def _plan(name: str, scale: str, pairs: Sequence[tuple[str, str]], root, executi
     recipe = SCALES[scale]["teacher"]
     if not pairs:
         raise ValueError("pairs must name at least one (teacher, student) pair")
+    if "shipped" in recipe:
+        shipped = recipe["shipped"]
+        model = shipped_record(shipped)["model"]["name"]
+        wrong = sorted({teacher for teacher, _ in pairs if teacher != model})
+        if wrong:
+            raise ValueError(f"scale {scale!r} transfers from the shipped {model} teacher "
+                             f"({shipped}); pairs name {', '.join(wrong)}")
+        return Plan(name, scale, {}, shipped={model: shipped})
     teachers = {}
     for teacher_model, _ in pairs:
         if teacher_model == recipe["model"]:  # under root as the recipe (or preset) says
@@ -406,8 +472,7 @@ def _student(plan: Plan, key: dict, teacher_model: str, student_model: str, root
     tags = []
     if method != "ce":
         values.update(teacher=teacher_model, gradient_ratio=1.0,
-                      teacher_checkpoint=str(Path(plan.teachers[teacher_model].output_dir)
-                                             / MODEL_NAME))
+                      teacher_checkpoint=plan.teacher_checkpoint(teacher_model))
     options = {name: value for name, value in overrides.pop("loss_options", {}).items()
                if value != _PC_DEFAULTS.get(name)}
     scale_options = SCALES[plan.scale].get("loss_options", {}).get(method, {})
@@ -476,6 +541,22 @@ def _teacher_record(config: TrainConfig, results: dict, sha256: str) -> dict:
         "wall_time_seconds": results["wall_time_seconds"],
         "images_per_second": results["images_per_second"],
         "provenance": results["provenance"],
+    }
+
+
+def _shipped_record(name: str) -> dict:
+    record = shipped_record(name)
+    return {
+        "model": record["model"]["name"],
+        "shipped": name,
+        "checkpoint": shipped_teacher(name),
+        "sha256": record["sha256"],
+        "command": record["command"],
+        "recipe": record["recipe"],
+        "metrics": record["metrics"],
+        "wall_time_seconds": record["wall_time_seconds"],
+        "images_per_second": record["images_per_second"],
+        "provenance": record["run_provenance"],
     }
 
 

@@ -312,7 +312,7 @@ def _run_cohort(sessions: list[Session], started: float) -> list[dict]:
     if teacher is not None:
         lead_transfer = next(s for s in sessions if s.teacher is not None).config
         reference = evaluate_teacher(
-            teacher, lead.test_set, train_set=lead.train_set,
+            teacher, lead.test_set, train_set=lead.probe_set,
             probes=any(s.config.teacher_probes for s in sessions if s.teacher is not None),
             batch_size=lead_transfer.eval_batch_size, channels_last=lead_transfer.channels_last,
             seed=data_seed(lead_transfer),
@@ -393,7 +393,7 @@ def _finish(member: _Member, reference, started: float, cohort: list[str],
     session, history, totals = member.session, member.history, member.totals
     config = session.config
     metrics = evaluate_models(
-        session.student, session.test_set, train_set=session.train_set,
+        session.student, session.test_set, train_set=session.probe_set,
         teacher=session.teacher, teacher_reference=reference if session.teacher else None,
         classifier=session.classifier, teacher_probes=config.teacher_probes,
         batch_size=config.eval_batch_size,

@@ -83,6 +83,7 @@ class Session:
     world_size: int
     train_set: ImageDataset  # on the device
     test_set: ImageDataset
+    probe_set: ImageDataset  # the training images the probes are fitted on
     student: nn.Module
     teacher: nn.Module | None
     transfer_loss: nn.Module | None
@@ -155,6 +156,9 @@ def prepare_cohort(configs: list[TrainConfig], *, teacher: nn.Module | None = No
     if lead.test_subset is not None:
         test_set = test_set.subset(seeded_prefix(len(test_set), lead.test_subset, seed + 1))
     train_set, test_set = train_set.to(device), test_set.to(device)
+    probe_set = train_set
+    if lead.probe_subset is not None and lead.probe_subset < len(train_set):
+        probe_set = train_set.subset(seeded_prefix(len(train_set), lead.probe_subset, seed + 3))
     if lead.batch_size % world_size:
         raise ValueError(f"batch_size {lead.batch_size} is not divisible by the "
                          f"{world_size} processes")
@@ -181,7 +185,7 @@ def prepare_cohort(configs: list[TrainConfig], *, teacher: nn.Module | None = No
     )
     precision = resolve_precision(lead.precision, device)
     shared = dict(device=device, rank=rank, world_size=world_size, train_set=train_set,
-                  test_set=test_set, steps_per_epoch=steps_per_epoch, local_batch=local_batch,
+                  test_set=test_set, probe_set=probe_set, steps_per_epoch=steps_per_epoch, local_batch=local_batch,
                   augmentation=augmentation, normalisation=normalisation, precision=precision)
     sessions = []
     for index, config in enumerate(configs):
