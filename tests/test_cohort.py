@@ -165,3 +165,18 @@ def test_a_run_saved_before_a_field_existed_still_matches():
     assert run_differences({"config": saved}, config) == []
     assert run_differences({"config": saved}, dataclasses.replace(config, data_seed=3)) == [
         "data_seed: saved None, now 3"]
+
+
+
+def test_probes_are_fitted_on_a_seeded_part_of_the_training_set(tmp_path):
+    from perceptcoh.engine.files import seeded_prefix
+
+    (whole,) = prepare_cohort([tiny(method="ce", output_dir=str(tmp_path / "a"))])
+    (part,) = prepare_cohort([tiny(method="ce", probe_subset=64, data_seed=5,
+                                   output_dir=str(tmp_path / "b"))])
+    assert whole.probe_set is whole.train_set and len(part.train_set) == 256
+    chosen = seeded_prefix(256, 64, 5 + 3)
+    assert torch.equal(part.probe_set.images, part.train_set.images[chosen])
+    assert torch.equal(part.probe_set.labels, part.train_set.labels[chosen])
+    with pytest.raises(ValueError, match="probe_subset"):
+        prepare_cohort([tiny(method="ce", probe_subset=0, output_dir=str(tmp_path / "c"))])

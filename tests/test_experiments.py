@@ -7,16 +7,22 @@ import hashlib
 import json
 import math
 
+import runpy
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from perceptcoh.engine import experiments
+from perceptcoh.engine import TrainConfig, experiments, shipped, train_teacher
 from perceptcoh.engine.cli import main
 from perceptcoh.engine.experiments import (
     COMPARISON_METHODS,
     SCALES,
     ablation_plan,
     aggregate,
+    cohorts,
+    combined_plan,
     comparison_plan,
     default_output,
     run_plan,
@@ -185,6 +191,7 @@ def test_aggregate_matches_numpy():
 
 def test_default_outputs():
     assert str(default_output(comparison_plan("full"))) == "results/cifar100-comparison.json"
+    assert str(default_output(combined_plan("laptop"))) == "results/cifar100-laptop-all.json"
     assert str(default_output(ablation_plan("cpu"), "r")) == "r/cpu/ablation.json"
 
 
@@ -256,3 +263,69 @@ def test_the_dry_run_prices_only_what_is_left(tiny_scale, tmp_path):
     assert "total" in format_cost(before)
     run_plan(plan, None, progress=False)
     assert plan_cost(plan)["parts"] == []
+
+
+def test_the_laptop_scale_transfers_from_the_shipped_teacher_and_trains_none():
+    plan = comparison_plan("laptop")
+    assert plan.teachers == {} and plan.shipped == {"resnet20": "cifar100-resnet20"}
+    assert len(plan.runs) == 3 * (1 + 2 * (len(COMPARISON_METHODS) - 1))
+    checkpoint = shipped.shipped_teacher("cifar100-resnet20")
+    for run in plan.runs:
+        config = run.config
+        assert (config.model, config.dataset, config.train_subset, config.probe_subset) == (
+            "resnet8", "cifar100", None, 10_000)
+        assert config.teacher_checkpoint == (None if config.method == "ce" else checkpoint)
+        if config.method == "crd":
+            assert config.loss_options == {"nce_k": 4096}
+    with pytest.raises(ValueError, match="shipped resnet20 teacher .* pairs name resnet32x4"):
+        comparison_plan("laptop", pairs=[("resnet32x4", "resnet8")])
+
+
+def test_the_combined_plan_shares_the_comparisons_pass_with_most_ablations():
+    comparison, ablation = comparison_plan("laptop"), ablation_plan("laptop")
+    plan = combined_plan("laptop")
+    assert plan.runs == comparison.runs + ablation.runs and plan.name == "all"
+    unique = list({run.config.output_dir: run.config for run in plan.runs}.values())
+    passes = cohorts(unique)
+    # One pass at the recipe's batch size holds every comparison run; the other batch
+    # sizes of the sweep each need their own.
+    assert sorted(group[0].batch_size for group in passes) == [64, 128, 256]
+    main_pass = {c.output_dir for c in next(g for g in passes if g[0].batch_size == 128)}
+    assert {run.config.output_dir for run in comparison.runs} < main_pass
+    assert main(["experiment", "all", "--methods", "pc"]) == 1
+
+
+def ship_digits_teacher(folder: Path, monkeypatch) -> None:
+    run_dir = folder / "run"
+    train_teacher(TrainConfig(dataset="digits", model="digits_cnn", epochs=1, batch_size=64,
+                              train_subset=256, test_subset=60, triplet_points=20,
+                              progress=False, output_dir=str(run_dir)))
+    monkeypatch.setattr(shipped, "TEACHERS_DIR", folder / "teachers")
+    monkeypatch.setattr(sys, "argv", ["ship_teacher.py", str(run_dir), "digits-cnn",
+                                      "--command", "train it"])
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_teacher.py"
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_info.value.code == 0
+
+
+def test_a_plan_of_a_shipped_teacher_records_it_and_spends_no_teacher_time(
+        tmp_path, monkeypatch):
+    ship_digits_teacher(tmp_path, monkeypatch)
+    scale = {**TINY, "teacher": {"shipped": "digits-cnn"},
+             "student": {**TINY["student"], "probe_subset": 64}}
+    monkeypatch.setitem(SCALES, "tiny-shipped", scale)
+    plan = comparison_plan("tiny-shipped", methods=["ce", "pc"], seeds=(0,), root=tmp_path,
+                           progress=False)
+    assert plan.teachers == {}
+    document = run_plan(plan, None, progress=False)
+    record = shipped.shipped_record("digits-cnn")
+    teacher = document["teachers"]["digits_cnn"]
+    assert teacher["shipped"] == "digits-cnn" and teacher["sha256"] == record["sha256"]
+    assert teacher["checkpoint"] == shipped.shipped_teacher("digits-cnn")
+    assert teacher["metrics"] == record["metrics"] and teacher["command"] == "train it"
+    assert document["wall_time_seconds"]["teachers"] == 0
+    for entry in document["runs"]:
+        assert entry["config"]["probe_subset"] == 64
+        assert entry["teacher_sha256"] == (None if entry["key"]["method"] == "ce"
+                                           else record["sha256"])

@@ -33,6 +33,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -135,12 +136,13 @@ def train_epoch(session: Session, epoch: int, *, max_steps: int | None = None) -
     return train_cohort_epoch([session], epoch, max_steps=max_steps)[0]
 
 
-def train_cohort_epoch(sessions: list[Session], epoch: int, *, max_steps: int | None = None
-                       ) -> list[dict]:
+def train_cohort_epoch(sessions: list[Session], epoch: int, *, max_steps: int | None = None,
+                       on_step: Callable[[], None] | None = None) -> list[dict]:
     """One epoch of every student of ``sessions`` (from :func:`prepare_cohort`) in one pass
     over the data: each step draws one batch, augments it once and runs the teacher once,
-    then steps each student on it. Returns one :func:`train_epoch` record per student; the
-    seconds are the pass's, shared by all.
+    then steps each student on it. ``on_step`` is called after each step's work is queued
+    (a progress bar; it must not wait for the device). Returns one :func:`train_epoch`
+    record per student; the seconds are the pass's, shared by all.
 
     Raises:
         NonFiniteLossError: a student's epoch loss is NaN or infinite (the message names
@@ -174,6 +176,8 @@ def train_cohort_epoch(sessions: list[Session], epoch: int, *, max_steps: int | 
                                           indices=indices)
             loss_sums[index] += loss
             correct[index] += (logits.argmax(dim=1) == labels).sum()
+        if on_step is not None:
+            on_step()
     sums = torch.stack([loss_sums.double(), correct.double()], dim=1)
     if lead.world_size > 1:
         torch.distributed.all_reduce(sums)
@@ -283,12 +287,13 @@ def _run_cohort(sessions: list[Session], started: float) -> list[dict]:
     time_limit = min(limits) if limits else None
     first_epoch = min(member.start_epoch for member in members)
     last_epoch = max(member.session.config.epochs for member in members)
-    reporter = EpochReporter(sessions, first_epoch, last_epoch,
+    reporter = EpochReporter(sessions, first_epoch, last_epoch, lead.steps_per_epoch,
                              enabled=lead.config.progress and is_writer)
     stopped_early = False
     for epoch in range(first_epoch, last_epoch):
         active = [m for m in members if m.start_epoch <= epoch < m.session.config.epochs]
-        records = train_cohort_epoch([m.session for m in active], epoch)
+        records = train_cohort_epoch([m.session for m in active], epoch,
+                                     on_step=reporter.step)
         if time_limit is not None:
             # Stop if another epoch would end past the limit; every process must agree.
             elapsed = time.perf_counter() - started

@@ -11,14 +11,15 @@ if TYPE_CHECKING:
 __all__ = ["EpochReporter", "progress_bar"]
 
 class EpochReporter:
-    """Per-epoch progress of a cohort: a tqdm bar on a terminal (the first student's
-    numbers), one line per student and epoch otherwise, or nothing."""
+    """Progress of a cohort's training: a tqdm bar of its steps on a terminal or in a
+    notebook (with the first student's numbers of the last epoch), one line per student and
+    epoch in a log, or nothing."""
 
     def __init__(self, sessions: list[Session], start_epoch: int, epochs: int,
-                 enabled: bool) -> None:
+                 steps_per_epoch: int, enabled: bool) -> None:
         self.epochs, self.enabled, self.bar = epochs, enabled, None
         self.cohort = len(sessions) > 1
-        if enabled and sys.stderr.isatty():
+        if enabled and (sys.stderr.isatty() or _in_notebook()):
             try:
                 from tqdm.auto import tqdm
             except ImportError:
@@ -27,16 +28,21 @@ class EpochReporter:
                 lead = sessions[0].config
                 description = (f"{len(sessions)} students" if self.cohort
                                else f"{lead.model} {lead.method}")
-                self.bar = tqdm(total=epochs, initial=start_epoch, unit="epoch",
-                                desc=description, dynamic_ncols=True)
+                self.bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, unit="step",
+                                desc=f"{description}, epochs {start_epoch + 1}-{epochs}",
+                                dynamic_ncols=True)
+
+    def step(self) -> None:
+        """One training step done (queued: the bar counts without waiting for the device)."""
+        if self.bar is not None:
+            self.bar.update(1)
 
     def epoch(self, records: list[tuple[str, dict]]) -> None:
         """``records``: (output_dir, epoch record) of each student trained this epoch."""
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.set_postfix(_summary(records[0][1]), refresh=False)
-            self.bar.update(1)
+            self.bar.set_postfix({"epoch": records[0][1]["epoch"], **_summary(records[0][1])})
             return
         for output_dir, record in records:
             text = "  ".join(f"{key} {value}" for key, value in _summary(record).items())
@@ -57,6 +63,12 @@ def _summary(record: dict) -> dict[str, str]:
     shown["img/s"] = f"{record['images_per_second']:,.0f}"
     return shown
 
+
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (where tqdm.auto draws a widget)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def progress_bar(total: int, description: str, unit: str, enabled: bool = True):
