@@ -16,13 +16,15 @@ __all__ = ["provenance"]
 def provenance(command: list[str] | None = None) -> dict[str, object]:
     """Git commit, device, library versions and time of a run, as a JSON-ready dict.
 
-    ``command`` defaults to the running process's ``sys.argv``. The commit is ``None``
-    outside a git checkout; ``dirty`` says whether tracked files differed from it.
+    ``command`` defaults to the running process's ``sys.argv``. The commit is the one
+    checked out when this module was first imported, which is the code the process runs
+    even if the checkout moves on during a long run (``None`` outside a git checkout);
+    ``git_dirty`` says whether tracked files differed from it then.
     """
     return {
         "command": list(sys.argv if command is None else command),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_commit": _STARTED_AT["commit"],
+        "git_dirty": _STARTED_AT["dirty"],
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "cpu": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
@@ -41,3 +43,8 @@ def _git(*arguments: str) -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return completed.stdout.strip()
+
+
+# Read once, when the process imports the engine: see provenance().
+_STARTED_AT = {"commit": _git("rev-parse", "HEAD"),
+               "dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}

@@ -1,0 +1,134 @@
+"""A results document (``results/*.json``, written by :func:`perceptcoh.engine.run_plan`)
+as the book shows it: tables of mean ± std over seeds, and the verdict of one method
+against others, paired over seeds.
+
+    document = json.loads(Path("results/cifar100-laptop-all.json").read_text())
+    display(HTML(comparison_table(document)))
+    for row in verdicts(document, baselines=("kd", "crd")):
+        print(row["baseline"], row["metric"], row["verdict"])
+
+The verdict of method A against baseline B on a score, from the per-seed differences
+``A_s - B_s`` (same seed: same data, batches and initial student), with the paired
+``(1 - 2 alpha)`` interval ``[low, high]`` of their mean (:func:`perceptcoh.stats.difference`):
+
+* ``ahead``: ``low > 0`` (a one-sided test at level ``alpha``); ``behind``: ``high < 0``;
+* ``on par``: ``-delta < low`` and ``high < delta`` (two one-sided tests; accuracies only,
+  ``delta`` fixed before the runs);
+* ``undecided``: none of these; ``n/a``: fewer than two seeds.
+
+For a score where lower is better (the perception gap) the difference is ``B_s - A_s``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ..stats import difference
+from .experiments import aggregate
+
+__all__ = ["METHOD_NAMES", "SCORES", "mean_std", "html_table", "comparison_table",
+           "runs_of", "verdicts"]
+
+METHOD_NAMES = {"ce": "CE only", "kd": "KD", "fitnet": "FitNet", "sp": "SP", "cc": "CC",
+                "rkd": "RKD", "pkt": "PKT", "crd": "CRD", "pc": "PC (ours)"}
+
+# (protocol, metric, lower is better, label) of each score of the comparison.
+SCORES = (("supervised", "top1", False, "supervised: top-1"),
+          ("pure", "linear_probe_top1", False, "pure: linear probe"),
+          ("pure", "knn_top1", False, "pure: kNN"),
+          ("pure", "perception_gap_r1", True, "pure: gap Δ₁"))
+
+
+def mean_std(summary: dict | None, scale: float = 100, digits: int = 1) -> str:
+    """``"mean ± std"`` of an :func:`perceptcoh.engine.aggregate` entry, times ``scale``
+    (the std left out for one run; ``"–"`` for no entry)."""
+    if not summary:
+        return "–"
+    text = f"{scale * summary['mean']:.{digits}f}"
+    if summary["n"] > 1:
+        text += f" ± {scale * summary['std']:.{digits}f}"
+    return text
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[object]],
+               caption: str | None = None) -> str:
+    """An HTML table (escaped text; numbers right-aligned by the book's style)."""
+    parts = ["<table>"]
+    if caption:
+        parts.append(f"<caption>{html.escape(caption)}</caption>")
+    parts.append("<thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+                 + "</tr></thead><tbody>")
+    for row in rows:
+        parts.append("<tr>" + "".join(f"<td>{html.escape(str(value))}</td>" for value in row)
+                     + "</tr>")
+    parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+def runs_of(document: dict, *, comparison: bool = True) -> list[dict]:
+    """The document's comparison runs (``comparison``), or its ablation runs (keys with a
+    ``knob``)."""
+    return [entry for entry in document["runs"] if ("knob" in entry["key"]) != comparison]
+
+
+def comparison_table(document: dict, methods: Sequence[str] = tuple(METHOD_NAMES),
+                     pair: str | None = None, caption: str | None = None) -> str:
+    """The comparison of one pair (default: the document's first) as an HTML table: per
+    method, mean ± std over seeds of each of :data:`SCORES` (accuracies in %)."""
+    runs = runs_of(document)
+    pair = pair or runs[0]["key"]["pair"]
+    rows = aggregate([e for e in runs if e["key"]["pair"] == pair], ("method", "protocol"),
+                     tuple(dict.fromkeys(metric for _, metric, _, _ in SCORES)))
+    found = {(row["method"], row["protocol"]): row for row in rows}
+    body = []
+    for method in methods:
+        cells = [METHOD_NAMES.get(method, method)]
+        for protocol, metric, lower, _ in SCORES:
+            row = found.get((method, protocol), {})
+            cells.append(mean_std(row.get(metric), 1 if lower else 100, 3 if lower else 1))
+        body.append(cells)
+    return html_table(["method", *(label for *_, label in SCORES)], body, caption)
+
+
+def verdicts(document: dict, method: str = "pc", baselines: Sequence[str] = ("fitnet", "sp",
+             "cc", "rkd", "pkt", "crd"), *, delta: float = 0.01, alpha: float = 0.05
+             ) -> list[dict]:
+    """``method`` against each of ``baselines`` on each of :data:`SCORES`, per pair of the
+    document's comparison runs (see the module's docstring). Each row: ``pair``,
+    ``protocol``, ``metric``, ``baseline``, ``n`` (seeds), ``d`` (mean difference, positive:
+    ``method`` better), ``low``, ``high`` and ``verdict``."""
+    runs = runs_of(document)
+    found = []
+    for pair in dict.fromkeys(entry["key"]["pair"] for entry in runs):
+        for protocol, metric, lower, _ in SCORES:
+            mine = _by_seed(runs, pair, method, protocol, metric)
+            for baseline in baselines:
+                theirs = _by_seed(runs, pair, baseline, protocol, metric)
+                seeds = sorted(set(mine) & set(theirs))
+                row = {"pair": pair, "protocol": protocol, "metric": metric,
+                       "baseline": baseline, "n": len(seeds)}
+                if len(seeds) < 2:
+                    found.append({**row, "d": math.nan, "low": math.nan, "high": math.nan,
+                                  "verdict": "n/a"})
+                    continue
+                a = np.array([mine[s] for s in seeds])
+                b = np.array([theirs[s] for s in seeds])
+                step = difference(b, a, paired=True) if lower else difference(a, b, paired=True)
+                low, high = step.bounds(alpha)
+                verdict = ("ahead" if low > 0 else "behind" if high < 0
+                           else "on par" if not lower and -delta < low and high < delta
+                           else "undecided")
+                found.append({**row, "d": step.d, "low": low, "high": high,
+                              "verdict": verdict})
+    return found
+
+
+def _by_seed(runs: list[dict], pair: str, method: str, protocol: str, metric: str
+             ) -> dict[int, float]:
+    return {e["key"]["seed"]: e["metrics"][metric] for e in runs
+            if (e["key"]["pair"], e["key"]["method"], e["key"]["protocol"])
+            == (pair, method, protocol) and metric in e["metrics"]}
