@@ -1,6 +1,7 @@
 """perceptcoh: feature representation transfer via perception coherence.
 
-The mathematics is in SPEC.md's notation: ``perception`` gives the normalised ranks ``R``,
+The mathematics is the book's (its theory chapters, ``book/theory``), in its notation:
+``perception`` gives the normalised ranks ``R``,
 ``perception_gap`` the plug-in estimate of ``Delta_r``, and ``PerceptionCoherenceLoss``
 the smoothed surrogate a student is trained with. The baselines share the loss's
 signature ``loss(student, teacher)`` and are registered by name in ``LOSSES``.

@@ -1,4 +1,4 @@
-"""Baseline transfer losses the experiments compare against (SPEC section 6).
+"""Baseline transfer losses the experiments compare against (book: book/theory/05_synthetic).
 
 Every loss is an ``nn.Module`` with ``forward(student_features, teacher_features)`` returning
 a 0-dim tensor, so a trainer can swap one for another (see :mod:`perceptcoh.registry`);

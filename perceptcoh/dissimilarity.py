@@ -1,4 +1,4 @@
-"""Pairwise dissimilarities ``D_ij = d(x_i, y_j)`` (SPEC section 1).
+"""Pairwise dissimilarities ``D_ij = d(x_i, y_j)`` (book: book/theory/02_rankings).
 
 A dissimilarity is any function with ``d(a, a) = 0`` and ``d >= 0``. Three are built in;
 any callable ``metric(x, y) -> (n, m)`` tensor works too.

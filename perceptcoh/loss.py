@@ -1,4 +1,4 @@
-"""The perception-coherence loss (SPEC section 5)."""
+"""The perception-coherence loss (book: book/theory/04_loss)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class PerceptionCoherenceLoss(nn.Module):
     On a batch of ``B`` samples, with teacher dissimilarities ``D^f`` (no gradient) and
     student dissimilarities ``D^g``::
 
-        T_ij = R^f_ij                                   exact teacher ranks (SPEC section 2)
+        T_ij = R^f_ij                                   exact teacher ranks
         S_ij = 1/(B-1) * (1 + sum_{k != i, j} sigmoid((D^g_ij - D^g_ik) / (tau * s_i)))
         L    = 1/(B(B-1)) * sum_{i != j} |S_ij - T_ij|^r
 

@@ -1,4 +1,4 @@
-"""How well a student's feature space keeps the teacher's order (SPEC section 4, properties 3, 5).
+"""How well a student's feature space keeps the teacher's order (book: book/theory/03_perception).
 
 Both functions take the student's features first and the teacher's second, as every function
 of the library that takes both sides does (the losses included); both are symmetric in them.
@@ -32,7 +32,7 @@ def triplet_concordance(
 
     ``mean over distinct i, j, k of 1[sign(D^f_ij - D^f_ik) = sign(D^g_ij - D^g_ik)]``: the
     plug-in estimate of ``P[sign(D^f_XY - D^f_XZ) = sign(D^g_XY - D^g_XZ)]`` for ``X, Y, Z``
-    i.i.d. (SPEC section 4, property 5). It is 1 for coherent feature spaces. A tie
+    i.i.d. (book: book/theory/03_perception). It is 1 for coherent feature spaces. A tie
     counts as agreement only when both sides tie. Cost ``O(n^3)`` time, ``O(n^2)`` memory
     per chunk of anchors.
 
@@ -72,7 +72,7 @@ def knn_agreement(
 
     ``mean_i |N^f_k(i) ∩ N^g_k(i)| / k`` where ``N_k(i)`` are the ``k`` points other than
     ``i`` with the smallest dissimilarity to ``i``. Coherence preserves every anchor's
-    neighbours for every ``k`` (SPEC section 4, property 3), so a coherent student scores
+    neighbours for every ``k`` (book: book/theory/03_perception), so a coherent student scores
     1. Ties at the ``k``-th neighbour are broken by ``torch.topk``.
 
     Returns:

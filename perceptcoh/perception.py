@@ -1,4 +1,6 @@
-"""Perception (normalised ranks) and the perception gap on a finite sample (SPEC sections 2-4)."""
+"""Perception (normalised ranks) and the perception gap on a finite sample.
+
+The math is in the book's chapters book/theory/02_rankings and book/theory/03_perception."""
 
 from __future__ import annotations
 
@@ -21,13 +23,13 @@ __all__ = ["perception", "perception_gap"]
 def perception(
     features: torch.Tensor, metric: Metric = "euclidean", chunk_size: int | None = None
 ) -> torch.Tensor:
-    """Exact normalised ranks ``R`` of a sample (SPEC section 2).
+    """Exact normalised ranks ``R`` of a sample (book: book/theory/02_rankings).
 
     ``R[i, j] = 1/(n-1) * #{k != i : D_ik <= D_ij}`` for ``j != i`` and ``R[i, i] = 0``,
     with ``D = dissimilarity(features, metric=metric)``. ``R[i, j]`` is the perception
-    ``pi(x_i, x_j)`` under the empirical measure of the other ``n - 1`` points (SPEC
-    section 3): the fraction of the sample that anchor ``i`` sees at least as close as
-    ``x_j``. Ties share the largest rank ("at most").
+    ``pi(x_i, x_j)`` under the empirical measure of the other ``n - 1`` points
+    (book/theory/03_perception): the fraction of the sample that anchor ``i`` sees at least
+    as close as ``x_j``. Ties share the largest rank ("at most").
 
     Args:
         features: ``(n, p)`` floating tensor, ``n >= 3``.
@@ -62,7 +64,8 @@ def perception_gap(
     r: int = 1,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """Plug-in estimate of the perception gap ``Delta_r(f, g; mu)`` (SPEC section 4).
+    """Plug-in estimate of the perception gap ``Delta_r(f, g; mu)``
+    (book/theory/03_perception).
 
     ``mean_{i != j} |R^f_ij - R^g_ij|^r`` where ``R^f = perception(teacher_features)`` and
     ``R^g = perception(student_features)``, computed row chunk by row chunk so that neither

@@ -1,4 +1,7 @@
-"""Exact and smoothed normalised ranks of rows of a dissimilarity matrix (SPEC sections 2, 5).
+"""Exact and smoothed normalised ranks of rows of a dissimilarity matrix.
+
+The math is in the book's chapters book/theory/02_rankings (exact ranks) and
+book/theory/04_loss (smoothed ranks).
 
 Every function here works on a block of anchor rows ``D`` of shape ``(c, m)``: row ``a`` holds
 the dissimilarities from anchor ``a`` to the ``m`` reference points, and ``self_index[a]`` is
@@ -194,7 +197,8 @@ def soft_ranks(
     tau: float,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """Smoothed ranks ``S`` (SPEC section 5) of all rows, tile by tile, without gradient."""
+    """Smoothed ranks ``S`` (book/theory/04_loss) of all rows, tile by tile, without
+    gradient."""
     n, m = distances.shape
     with torch.no_grad():
         scaled = distances * (1 / (tau * row_scale(distances, self_index)))[:, None]

@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     descriptions = {
         "train-teacher": "Train a model with cross-entropy alone: a teacher, or the student "
         "baseline without transfer.",
-        "transfer": "Train a student from a teacher checkpoint with a transfer loss (SPEC 6: "
-        "supervised CE + beta * L, or pure L).",
+        "transfer": "Train a student from a teacher checkpoint with a transfer loss (the book's "
+        "two protocols: supervised CE + beta * L, or pure L).",
     }
     for command, description in descriptions.items():
         sub = commands.add_parser(command, help=description, description=description)

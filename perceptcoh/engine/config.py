@@ -100,8 +100,8 @@ class TrainConfig:
         "registered transfer loss: " + ", ".join(LOSSES)
     )
     protocol: str = _option(
-        "supervised", "'supervised': CE + beta * L (SPEC 6a); 'pure': L alone, on features "
-        "(on logits for kd), scored by linear probe and kNN (SPEC 6b)"
+        "supervised", "'supervised': CE + beta * L; 'pure': L alone, on features (on logits "
+        "for kd), scored by linear probe and kNN (the digits chapter's two protocols)"
     )
     beta: float | None = _option(
         None, "weight of the transfer loss next to CE (supervised protocol); default: "

@@ -1,11 +1,11 @@
 """What a trained student is worth: accuracy, frozen-feature probes, and coherence with its teacher.
 
-* :func:`top1_accuracy`: the model's own classifier on a labelled set (protocol (a), SPEC 6).
+* :func:`top1_accuracy`: the model's own classifier on a labelled set (the supervised protocol).
 * :func:`extract_features`: the penultimate features of a whole set, for the probes below.
 * :func:`linear_probe_accuracy`, :func:`knn_accuracy`, :func:`retrieval_map`: what frozen
   features are worth without the model's classifier (protocol (b)).
 * :func:`transfer_metrics`: perception gap, triplet concordance and kNN agreement between
-  teacher and student features on the same images (SPEC 4).
+  teacher and student features on the same images (book: book/theory/03_perception).
 * :func:`evaluate_models`: all of the above at once, as saved in a run's ``results.json``.
 
 Every function works on the device the features (or the model) live on, a chunk of rows
