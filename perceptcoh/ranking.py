@@ -114,33 +114,6 @@ def row_scale(distances: torch.Tensor, self_index: torch.Tensor) -> torch.Tensor
     return mean.clamp_min(torch.finfo(distances.dtype).tiny ** 0.5)
 
 
-def pairwise_sigmoids(
-    distances: torch.Tensor, self_index: torch.Tensor, inverse_temperature: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The smoothed comparisons of a block of anchors.
-
-    Returns ``P`` of shape ``(c, m, m)`` with ``P[a, j, k] = sigmoid((D_aj - D_ak) * w_a)``
-    and ``P_self`` of shape ``(c, m)`` with ``P_self[a, j] = P[a, j, self_index[a]]``, where
-    ``w_a = inverse_temperature[a] = 1 / (tau * s_a)``.
-    """
-    rows = torch.arange(distances.shape[0], device=distances.device)
-    scaled = distances * inverse_temperature[:, None]
-    comparisons = torch.sigmoid(scaled[:, :, None] - scaled[:, None, :])
-    to_self = torch.sigmoid(scaled - scaled[rows, self_index][:, None])
-    return comparisons, to_self
-
-
-def soft_ranks_from_sigmoids(comparisons: torch.Tensor, to_self: torch.Tensor) -> torch.Tensor:
-    """``S[a, j] = 1/(m-1) * (1 + sum_{k != self, j} P[a, j, k])`` from :func:`pairwise_sigmoids`.
-
-    The sum over all ``k`` includes ``k = j`` (exactly ``sigmoid(0) = 1/2``) and
-    ``k = self``; both are subtracted.
-    """
-    m = comparisons.shape[-1]
-    counts = comparisons.sum(dim=-1) - 0.5 - to_self
-    return (1 + counts) / (m - 1)
-
-
 def comparison_tiles(
     n_rows: int, n_columns: int, chunk_size: int | None, device: torch.device
 ) -> Iterator[tuple[int, int, int, int]]:
