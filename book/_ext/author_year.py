@@ -11,7 +11,7 @@ from pybtex.style.labels import BaseLabelStyle
 
 
 class AuthorYearLabels(BaseLabelStyle):
-    """"Last", "Last and Last" or "Last et al.", then the year."""
+    """ "Last", "Last and Last" or "Last et al.", then the year."""
 
     def format_labels(self, sorted_entries):
         for entry in sorted_entries:
