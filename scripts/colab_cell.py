@@ -39,7 +39,7 @@ if "google.colab" in sys.modules:
             check=True,
         )
     get_ipython().run_line_magic("pip", "install -q -e perceptcoh")
-    sys.path.insert(0, os.path.abspath("perceptcoh"))  # this kernel predates the install
+    sys.path.insert(0, os.path.abspath("perceptcoh"))  # the kernel predates the install
     os.chdir("perceptcoh/{folder}")'''
 
 
