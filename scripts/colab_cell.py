@@ -32,12 +32,9 @@ if "google.colab" in sys.modules:
     # The book's repository at the book's branch: the library, the saved results and the
     # shipped teacher. _config.yml names it; scripts/colab_cell.py writes this cell.
     repository, branch = "{url}", "{branch}"
+    clone = ["git", "clone", "-q", "--depth", "1", "--branch", branch, repository]
     if not os.path.isdir("perceptcoh"):
-        subprocess.run(
-            ["git", "clone", "-q", "--depth", "1", "--branch", branch, repository,
-             "perceptcoh"],
-            check=True,
-        )
+        subprocess.run([*clone, "perceptcoh"], check=True)
     get_ipython().run_line_magic("pip", "install -q -e perceptcoh")
     sys.path.insert(0, os.path.abspath("perceptcoh"))  # the kernel predates the install
     os.chdir("perceptcoh/{folder}")'''
