@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="which experiment (all: both, sharing passes)")
     experiment.add_argument("--scale", choices=["full", "laptop", "cpu"], default="full",
                             help="full: CIFAR-100 on a GPU; laptop: CIFAR-100 on 2 CPU cores "
-                            "with the shipped teacher, under 2 hours; cpu: a small subset, "
+                            "with the shipped teacher; cpu: a small subset, "
                             "a pipeline check in minutes")
     experiment.add_argument("--pairs", nargs="+", default=None, metavar="TEACHER:STUDENT",
                             help="comparison: teacher-student pairs (default: the scale's)")

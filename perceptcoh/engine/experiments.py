@@ -162,19 +162,15 @@ class PlannedRun:
 class Plan:
     """The runs of one experiment: teachers to train first (by architecture), then students.
     ``shipped`` maps a teacher architecture to the shipped teacher used instead of training
-    one (:mod:`perceptcoh.engine.shipped`)."""
+    one (:mod:`perceptcoh.engine.shipped`); ``checkpoints`` maps every teacher architecture
+    to the ``model.pt`` its students read (a shipped one checked once, when planned)."""
 
     name: str
     scale: str
     teachers: dict[str, TrainConfig]
+    checkpoints: dict[str, str]
     runs: list[PlannedRun] = field(default_factory=list)
     shipped: dict[str, str] = field(default_factory=dict)
-
-    def teacher_checkpoint(self, model: str) -> str:
-        """The ``model.pt`` the students of teacher ``model`` read."""
-        if model in self.shipped:
-            return shipped_teacher(self.shipped[model])
-        return str(Path(self.teachers[model].output_dir) / MODEL_NAME)
 
 
 def comparison_plan(
@@ -300,11 +296,11 @@ def run_plan(
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     unique = list({planned.config.output_dir: planned.config for planned in plan.runs}.values())
     finished: dict[str, dict] = {}
-    teacher_sha = {shipped_teacher(name): shipped_record(name)["sha256"]
-                   for name in plan.shipped.values()}  # model.pt of each teacher -> SHA-256
+    teacher_sha = {plan.checkpoints[model]: shipped_record(name)["sha256"]
+                   for model, name in plan.shipped.items()}  # model.pt of a teacher -> SHA-256
     bar = progress_bar(len(plan.teachers) + len(unique), f"{plan.name} ({plan.scale})",
                        "run", progress)
-    for config in plan.teachers.values():
+    for model, config in plan.teachers.items():
         results = _reuse(config, None)
         if results is None:
             results = _train([config], deadline)
@@ -312,8 +308,7 @@ def run_plan(
         if results is None:
             break
         finished[config.output_dir] = results
-        model = str(Path(config.output_dir) / MODEL_NAME)
-        teacher_sha[model] = file_sha256(model)
+        teacher_sha[plan.checkpoints[model]] = file_sha256(plan.checkpoints[model])
         bar.update(1)
     if len(finished) == len(plan.teachers):
         waiting = []
@@ -340,10 +335,11 @@ def run_plan(
 
     teachers = {
         model: _teacher_record(config, finished[config.output_dir],
-                               teacher_sha[str(Path(config.output_dir) / MODEL_NAME)])
+                               teacher_sha[plan.checkpoints[model]])
         for model, config in plan.teachers.items()
     }
-    teachers.update({model: _shipped_record(name) for model, name in plan.shipped.items()})
+    teachers.update({model: _shipped_record(name, plan.checkpoints[model])
+                     for model, name in plan.shipped.items()})
     runs = [_run_record(planned, finished[planned.config.output_dir]) for planned in plan.runs]
     # A shipped teacher was trained elsewhere: its record has its time, this plan spent none.
     teacher_seconds = sum(finished[config.output_dir]["wall_time_seconds"]
@@ -449,7 +445,8 @@ def _plan(name: str, scale: str, pairs: Sequence[tuple[str, str]], root, executi
         if wrong:
             raise ValueError(f"scale {scale!r} transfers from the shipped {model} teacher "
                              f"({shipped}); pairs name {', '.join(wrong)}")
-        return Plan(name, scale, {}, shipped={model: shipped})
+        return Plan(name, scale, {}, {model: shipped_teacher(shipped)},
+                    shipped={model: shipped})
     teachers = {}
     for teacher_model, _ in pairs:
         if teacher_model == recipe["model"]:  # under root as the recipe (or preset) says
@@ -459,7 +456,9 @@ def _plan(name: str, scale: str, pairs: Sequence[tuple[str, str]], root, executi
         teachers[teacher_model] = TrainConfig(**{**recipe, "model": teacher_model,
                                                  "method": "ce", **execution,
                                                  "output_dir": str(output)})
-    return Plan(name, scale, teachers)
+    checkpoints = {model: str(Path(config.output_dir) / MODEL_NAME)
+                   for model, config in teachers.items()}
+    return Plan(name, scale, teachers, checkpoints)
 
 
 def _student(plan: Plan, key: dict, teacher_model: str, student_model: str, root, execution,
@@ -472,7 +471,7 @@ def _student(plan: Plan, key: dict, teacher_model: str, student_model: str, root
     tags = []
     if method != "ce":
         values.update(teacher=teacher_model, gradient_ratio=1.0,
-                      teacher_checkpoint=plan.teacher_checkpoint(teacher_model))
+                      teacher_checkpoint=plan.checkpoints[teacher_model])
     options = {name: value for name, value in overrides.pop("loss_options", {}).items()
                if value != _PC_DEFAULTS.get(name)}
     scale_options = SCALES[plan.scale].get("loss_options", {}).get(method, {})
@@ -544,12 +543,12 @@ def _teacher_record(config: TrainConfig, results: dict, sha256: str) -> dict:
     }
 
 
-def _shipped_record(name: str) -> dict:
+def _shipped_record(name: str, checkpoint: str) -> dict:
     record = shipped_record(name)
     return {
         "model": record["model"]["name"],
         "shipped": name,
-        "checkpoint": shipped_teacher(name),
+        "checkpoint": checkpoint,
         "sha256": record["sha256"],
         "command": record["command"],
         "recipe": record["recipe"],

@@ -185,8 +185,9 @@ def prepare_cohort(configs: list[TrainConfig], *, teacher: nn.Module | None = No
     )
     precision = resolve_precision(lead.precision, device)
     shared = dict(device=device, rank=rank, world_size=world_size, train_set=train_set,
-                  test_set=test_set, probe_set=probe_set, steps_per_epoch=steps_per_epoch, local_batch=local_batch,
-                  augmentation=augmentation, normalisation=normalisation, precision=precision)
+                  test_set=test_set, probe_set=probe_set, steps_per_epoch=steps_per_epoch,
+                  local_batch=local_batch, augmentation=augmentation,
+                  normalisation=normalisation, precision=precision)
     sessions = []
     for index, config in enumerate(configs):
         uses_teacher = config.method != "ce"
