@@ -17,21 +17,15 @@ from perceptcoh.engine import (
     prepare_cohort,
     run,
     run_cohort,
-    train_teacher,
 )
 from digits_runs import tiny
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    output = tmp_path_factory.mktemp("teacher")
-    train_teacher(tiny(model="digits_cnn", train_subset=512, output_dir=str(output)))
-    return str(output / CHECKPOINT_NAME)
-
-
-def students(teacher: str, root) -> list[TrainConfig]:
-    """Three students that differ in method, protocol, initialisation seed and epochs, and
-    share the data seed: FitNet has a learnable regressor, KD works on logits."""
+def students(teacher: tuple, root) -> list[TrainConfig]:
+    """Three students of the ``teacher`` fixture (tests/conftest.py) that differ in method,
+    protocol, initialisation seed and epochs, and share the data seed: FitNet has a
+    learnable regressor, KD works on logits."""
+    teacher = str(teacher[0])
     return [
         tiny(method="pc", teacher_checkpoint=teacher, seed=3, data_seed=0,
              output_dir=str(root / "pc")),

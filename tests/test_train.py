@@ -37,14 +37,6 @@ from digits_runs import tiny
 
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    """A digits_cnn teacher trained for 2 short epochs, and its results."""
-    output = tmp_path_factory.mktemp("teacher")
-    results = train_teacher(tiny(model="digits_cnn", train_subset=512, output_dir=str(output)))
-    return output / CHECKPOINT_NAME, results
-
-
 def test_teacher_training_writes_checkpoint_and_results(teacher):
     checkpoint, results = teacher
     written = json.loads((checkpoint.parent / RESULTS_NAME).read_text())

@@ -33,7 +33,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -157,7 +157,8 @@ def train_cohort_epoch(sessions: list[Session], epoch: int, *, max_steps: int | 
     order = torch.randperm(len(lead.train_set), device=device,
                            generator=_generator(device, seed, epoch, 0))
     augmentation_generator = _generator(device, seed, epoch, 1 + lead.rank)
-    teacher = next((s.teacher for s in sessions if s.teacher is not None), None)
+    distiller = _first_distiller(sessions)
+    teacher = None if distiller is None else distiller.teacher
     loss_sums = torch.zeros(len(sessions), device=device)
     correct = torch.zeros(len(sessions), dtype=torch.int64, device=device)
     for session in sessions:
@@ -313,17 +314,22 @@ def _run_cohort(sessions: list[Session], started: float) -> list[dict]:
                  "epochs": m.session.config.epochs, "checkpoint": str(m.checkpoint_path),
                  "history": m.history} for m in members]
     reference = None
-    teacher = next((s.teacher for s in sessions if s.teacher is not None), None)
-    if teacher is not None:
-        lead_transfer = next(s for s in sessions if s.teacher is not None).config
+    distiller = _first_distiller(sessions)
+    if distiller is not None:
         reference = evaluate_teacher(
-            teacher, lead.test_set, train_set=lead.probe_set,
+            distiller.teacher, lead.test_set, train_set=lead.probe_set,
             probes=any(s.config.teacher_probes for s in sessions if s.teacher is not None),
-            batch_size=lead_transfer.eval_batch_size, channels_last=lead_transfer.channels_last,
-            seed=data_seed(lead_transfer),
+            batch_size=distiller.config.eval_batch_size,
+            channels_last=distiller.config.channels_last, seed=data_seed(distiller.config),
         )
     cohort = [member.session.config.output_dir for member in members]
     return [_finish(member, reference, started, cohort, is_writer) for member in members]
+
+
+def _first_distiller(sessions: Sequence[Session]) -> Session | None:
+    """The first session of a cohort that has a teacher: the cohort shares it (one
+    teacher forward pass per batch, one teacher reference for evaluation)."""
+    return next((s for s in sessions if s.teacher is not None), None)
 
 
 def _resume(session: Session) -> _Member:
