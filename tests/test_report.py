@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from perceptcoh.engine.report import comparison_table, html_table, mean_std, runs_of, verdicts
+from perceptcoh.engine.report import (comparison_table, html_table, mean_std, runs_of,
+                                      scores_by_seed, verdicts)
 
 
 def entry(method, protocol, seed, **metrics):
@@ -60,3 +61,15 @@ def test_verdicts_follow_the_paired_interval():
     assert rows["sp", "linear_probe_top1"]["verdict"] == "on par"
     assert rows["sp", "perception_gap_r1"]["verdict"] == "undecided"  # no "on par" for the gap
     assert rows["sp", "top1"]["verdict"] == "n/a"
+
+
+def test_scores_by_seed_are_in_seed_order_and_skip_ablations_and_other_pairs():
+    runs = [entry("pc", "pure", 2, top1=0.3), entry("pc", "pure", 0, top1=0.1),
+            entry("pc", "supervised", 1, top1=0.9), entry("pc", "pure", 1, knn_top1=0.5),
+            {"key": {"pair": "u->s", "method": "pc", "protocol": "pure", "seed": 5},
+             "metrics": {"top1": 0.7}}]
+    assert list(scores_by_seed(runs, "pc", "pure", "top1", pair="t->s").items()) == [
+        (0, 0.1), (2, 0.3)]
+    assert scores_by_seed(runs, "pc", "pure", "top1") == {0: 0.1, 2: 0.3, 5: 0.7}
+    assert scores_by_seed(runs_of(DOCUMENT), "pc", "pure", "linear_probe_top1") == dict(
+        enumerate(PC))

@@ -31,7 +31,7 @@ from ..stats import difference
 from .experiments import aggregate
 
 __all__ = ["METHOD_NAMES", "SCORES", "mean_std", "html_table", "comparison_table",
-           "runs_of", "verdicts"]
+           "runs_of", "scores_by_seed", "verdicts"]
 
 METHOD_NAMES = {"ce": "CE only", "kd": "KD", "fitnet": "FitNet", "sp": "SP", "cc": "CC",
                 "rkd": "RKD", "pkt": "PKT", "crd": "CRD", "pc": "PC (ours)"}
@@ -105,9 +105,9 @@ def verdicts(document: dict, method: str = "pc", baselines: Sequence[str] = ("fi
     found = []
     for pair in dict.fromkeys(entry["key"]["pair"] for entry in runs):
         for protocol, metric, lower, _ in SCORES:
-            mine = _by_seed(runs, pair, method, protocol, metric)
+            mine = scores_by_seed(runs, method, protocol, metric, pair=pair)
             for baseline in baselines:
-                theirs = _by_seed(runs, pair, baseline, protocol, metric)
+                theirs = scores_by_seed(runs, baseline, protocol, metric, pair=pair)
                 seeds = sorted(set(mine) & set(theirs))
                 row = {"pair": pair, "protocol": protocol, "metric": metric,
                        "baseline": baseline, "n": len(seeds)}
@@ -127,8 +127,12 @@ def verdicts(document: dict, method: str = "pc", baselines: Sequence[str] = ("fi
     return found
 
 
-def _by_seed(runs: list[dict], pair: str, method: str, protocol: str, metric: str
-             ) -> dict[int, float]:
-    return {e["key"]["seed"]: e["metrics"][metric] for e in runs
-            if (e["key"]["pair"], e["key"]["method"], e["key"]["protocol"])
-            == (pair, method, protocol) and metric in e["metrics"]}
+def scores_by_seed(runs: Sequence[dict], method: str, protocol: str, metric: str, *,
+                   pair: str | None = None) -> dict[int, float]:
+    """``metric`` of each run of ``method`` in ``protocol`` (of ``pair``; any pair when
+    ``None``, for a document of one pair), keyed by seed, in the order of the seeds. Runs
+    that lack the metric are left out."""
+    found = {e["key"]["seed"]: e["metrics"][metric] for e in runs
+             if (e["key"]["method"], e["key"]["protocol"]) == (method, protocol)
+             and (pair is None or e["key"]["pair"] == pair) and metric in e["metrics"]}
+    return dict(sorted(found.items()))
