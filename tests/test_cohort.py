@@ -25,13 +25,13 @@ def students(teacher: tuple, root) -> list[TrainConfig]:
     """Three students of the ``teacher`` fixture (tests/conftest.py) that differ in method,
     protocol, initialisation seed and epochs, and share the data seed: FitNet has a
     learnable regressor, KD works on logits."""
-    teacher = str(teacher[0])
+    checkpoint = str(teacher[0])
     return [
-        tiny(method="pc", teacher_checkpoint=teacher, seed=3, data_seed=0,
+        tiny(method="pc", teacher_checkpoint=checkpoint, seed=3, data_seed=0,
              output_dir=str(root / "pc")),
-        tiny(method="fitnet", protocol="pure", teacher_checkpoint=teacher, seed=4,
+        tiny(method="fitnet", protocol="pure", teacher_checkpoint=checkpoint, seed=4,
              data_seed=0, gradient_ratio=1.0, output_dir=str(root / "fitnet")),
-        tiny(method="kd", teacher_checkpoint=teacher, seed=5, data_seed=0, epochs=3,
+        tiny(method="kd", teacher_checkpoint=checkpoint, seed=5, data_seed=0, epochs=3,
              output_dir=str(root / "kd")),
     ]
 

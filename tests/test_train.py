@@ -36,7 +36,6 @@ from perceptcoh.engine.session import _lr_factor
 from digits_runs import tiny
 
 
-
 def test_teacher_training_writes_checkpoint_and_results(teacher):
     checkpoint, results = teacher
     written = json.loads((checkpoint.parent / RESULTS_NAME).read_text())
