@@ -50,7 +50,7 @@ def naive_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         target = exact_ranks(pairwise(teacher, teacher, "euclidean"), self_index)
     distances = pairwise(student, student, "euclidean")
-    scale = row_scale(distances.detach(), self_index)
+    scale = row_scale(distances, self_index)
     comparisons = (distances[:, :, None] - distances[:, None, :]) / (TAU * scale[:, None, None])
     eye = torch.eye(batch, dtype=torch.bool, device=student.device)
     counted = ~eye[:, None, :] & ~eye[None, :, :]  # k != i and k != j

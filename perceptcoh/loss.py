@@ -31,9 +31,16 @@ class PerceptionCoherenceLoss(nn.Module):
         S_ij = 1/(B-1) * (1 + sum_{k != i, j} sigmoid((D^g_ij - D^g_ik) / (tau * s_i)))
         L    = 1/(B(B-1)) * sum_{i != j} |S_ij - T_ij|^r
 
-    where ``s_i`` is the mean of row ``i`` of ``D^g`` off the diagonal, detached, so that
-    ``L`` is invariant to rescaling the student's features. As ``tau -> 0``, ``S -> R^g``
-    and ``L -> perception_gap(student, teacher, r=r)`` on the batch (for tie-free data).
+    where ``s_i`` is the mean of row ``i`` of ``D^g`` off the diagonal, so that ``L`` is
+    invariant to rescaling the student's features. As ``tau -> 0``, ``S -> R^g`` and
+    ``L -> perception_gap(student, teacher, r=r)`` on the batch (for tie-free data).
+
+    The gradient is the exact gradient of ``L``, the path through ``s_i`` included. Because
+    ``L`` does not change when a row of ``D^g`` is rescaled, Euler's theorem gives
+    ``sum_j D^g_ij dL/dD^g_ij = 0`` on every row, and ``sum_n f_n . dL/df_n = 0`` for the
+    features: the gradient never moves the features radially. Holding ``s_i`` fixed (a
+    detached scale) breaks this, and that gradient pulls the features inward until ReLU
+    features die (book/theory/04_loss, "Why the scale must carry its gradient").
 
     Args:
         tau: temperature of the student's smoothed ranks, ``> 0``. Relative to ``s_i``:
@@ -130,7 +137,6 @@ class PerceptionCoherenceLoss(nn.Module):
                 # finite loss (on the device: no host synchronisation).
                 target = target + 0 * teacher_distances.sum(dim=-1, keepdim=True)
             student_distances = pairwise(student[anchors], student, self.metric_student)
-            inverse_temperature = 1 / (self.tau * row_scale(student_distances.detach(), anchors))
             # Each process sums its own anchors' rows; scaled by the world size, the mean
             # over processes is the global-batch loss and DDP's gradient averaging gives
             # its exact gradient.
@@ -138,7 +144,7 @@ class PerceptionCoherenceLoss(nn.Module):
                 student_distances,
                 target.to(student_distances.dtype),
                 anchors,
-                inverse_temperature,
+                self.tau,
                 self.r,
                 self.chunk_size,
                 batch * (batch - 1),
@@ -175,13 +181,23 @@ class _SoftRankGap(torch.autograd.Function):
     On one process ``normaliser = B(B-1)`` and the rows are the whole batch; under DDP the
     rows are the local anchors and ``normaliser`` is the global ``B(B-1)``.
 
-    With ``x_a = w_a D_a`` (``w_a = 1 / (tau s_a)``), ``P_ajk = sigmoid(x_aj - x_ak)``,
-    ``P' = P (1 - P)`` and ``h_aj = dL/dS_aj / (m-1)``, for ``j, k != self_a``::
+    With ``x_a = w_a D_a`` (``w_a = 1 / (tau s_a)``, ``s_a`` the mean of row ``a`` off the
+    anchor's column), ``P_ajk = sigmoid(x_aj - x_ak)``, ``P' = P (1 - P)`` and
+    ``h_aj = dL/dS_aj / (m-1)``, for ``j, k != self_a``, the gradient at a fixed scale is::
 
-        dL/dD_aj = w_a * ( h_aj * sum_{k != j, self} P'_ajk  -  sum_{i != j, self} h_ai P'_aij )
+        G_aj = w_a * ( h_aj * sum_{k != j, self} P'_ajk  -  sum_{i != j, self} h_ai P'_aij )
 
     (``D_aj`` enters ``S_aj`` with a plus sign and every other ``S_ai`` of its row with a minus
-    sign). The anchor's own column gets no gradient: it is left out of every count.
+    sign). ``D_aj`` also moves ``s_a``, by ``1/(m-1)``, and ``L`` depends on the row only
+    through ``D_a / s_a``, so ``dL/ds_a = -(sum_k G_ak D_ak) / s_a``. The exact gradient is::
+
+        dL/dD_aj = G_aj - (sum_k G_ak D_ak) / ((m-1) s_a)
+
+    an ``O(m^2)`` correction that removes the radial part of the row: ``sum_j D_aj dL/dD_aj = 0``
+    (Euler's identity for a function invariant to scale). The anchor's own column gets no
+    gradient: it is left out of every count and of ``s_a``. Where ``s_a`` sits at its floor
+    (:func:`perceptcoh.ranking.row_scale`, a fully collapsed row) it is a constant, and the
+    correction is 0.
 
     The sweep visits the comparisons in tiles of a few anchors, a block of columns ``j`` and
     every ``k`` (:func:`perceptcoh.ranking.comparison_tiles`), so memory stays at ``O(m^2)``
@@ -194,11 +210,13 @@ class _SoftRankGap(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, distances, target, self_index, inverse_temperature, r, chunk_size, normaliser):
+    def forward(ctx, distances, target, self_index, tau, r, chunk_size, normaliser):
         n, m = distances.shape
         needs_grad = ctx.needs_input_grad[0]
         rows = torch.arange(n, device=distances.device)
         columns = torch.arange(m, device=distances.device)
+        scale = row_scale(distances, self_index)
+        inverse_temperature = 1 / (tau * scale)
         scaled = distances * inverse_temperature[:, None]
         to_self = torch.sigmoid(scaled - scaled[rows, self_index][:, None])
         is_self = columns[None, :] == self_index[:, None]
@@ -232,6 +250,8 @@ class _SoftRankGap(torch.autograd.Function):
                 own = slope[block] * (degree - 0.25 - to_self_derivative)
                 others = (weighted - 0.25 * slope[block]).masked_fill_(is_self[block], 0)
                 gradient[block] = inverse_temperature[block, None] * (own - others)
+        if needs_grad:
+            _add_scale_gradient(gradient, distances, scale, is_self)
         ctx.save_for_backward(gradient)
         return total / normaliser
 
@@ -240,3 +260,18 @@ class _SoftRankGap(torch.autograd.Function):
     def backward(ctx, grad_output):
         (gradient,) = ctx.saved_tensors
         return grad_output * gradient, None, None, None, None, None, None
+
+
+def _add_scale_gradient(gradient: torch.Tensor, distances: torch.Tensor, scale: torch.Tensor,
+                        is_self: torch.Tensor) -> None:
+    """Turn the fixed-scale gradient ``G`` into the exact one, in place:
+    ``G_aj -= (sum_k G_ak D_ak) / ((m-1) s_a)`` for ``j != self_a`` (see :class:`_SoftRankGap`).
+
+    A row whose scale is at its floor (:func:`perceptcoh.ranking.row_scale`) has a constant
+    ``s_a`` and keeps ``G``.
+    """
+    m = distances.shape[1]
+    radial = (gradient * distances).sum(dim=1)
+    floor = torch.finfo(distances.dtype).tiny ** 0.5
+    correction = (radial / ((m - 1) * scale)).masked_fill_(scale <= floor, 0)
+    gradient.sub_(correction[:, None]).masked_fill_(is_self, 0)

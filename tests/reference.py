@@ -81,3 +81,50 @@ def loss_loops(student_distances, teacher_distances, tau, r, teacher_tau=0.0) ->
     else:
         target = ranks_loops(teacher_distances)
     return gap_loops(target, soft, r)
+
+
+def loss_loops_autograd(student: torch.Tensor, teacher: torch.Tensor, metric_student: str,
+                        metric_teacher: str, tau: float, r: int, teacher_tau: float = 0.0
+                        ) -> torch.Tensor:
+    """The same loss with torch scalars in the loops, so that autograd differentiates it
+    end to end: the student's dissimilarities, the row means ``s_i`` (not detached) and every
+    sigmoid. The teacher side carries no gradient."""
+    n = student.shape[0]
+
+    def distance(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
+        squared = ((a - b) ** 2).sum()
+        if metric == "sqeuclidean":
+            return squared
+        if metric == "euclidean":
+            return squared.sqrt() if squared > 0 else squared
+        if metric == "cosine":
+            return 1 - (a * b).sum() / (a.norm() * b.norm())
+        raise AssertionError(metric)
+
+    def soft_row(row: list, i: int, temperature: float) -> list:
+        scale = sum(row[k] for k in range(n) if k != i) / (n - 1)
+        soft = []
+        for j in range(n):
+            if j == i:
+                soft.append(None)
+                continue
+            total = 1.0
+            for k in range(n):
+                if k not in (i, j):
+                    total = total + torch.sigmoid((row[j] - row[k]) / (temperature * scale))
+            soft.append(total / (n - 1))
+        return soft
+
+    teacher_distances = dissimilarity_loops(teacher.detach(), teacher.detach(), metric_teacher)
+    if teacher_tau > 0:
+        target = soft_ranks_loops(teacher_distances, teacher_tau)
+    else:
+        target = ranks_loops(teacher_distances)
+    total = 0.0
+    for i in range(n):
+        row = [distance(student[i], student[j], metric_student) for j in range(n)]
+        soft = soft_row(row, i, tau)
+        for j in range(n):
+            if j != i:
+                total = total + (soft[j] - float(target[i, j])).abs() ** r
+    return total / (n * (n - 1))

@@ -10,9 +10,8 @@ import torch
 import perceptcoh.loss
 from perceptcoh import PerceptionCoherenceLoss, dissimilarity, perception_gap
 from perceptcoh.dissimilarity import pairwise
-from perceptcoh.loss import _SoftRankGap
 from perceptcoh.ranking import exact_ranks, row_scale
-from reference import dissimilarity_loops, loss_loops
+from reference import dissimilarity_loops, loss_loops, loss_loops_autograd
 
 
 def gaussian(n: int, p: int, seed: int, dtype=torch.float64) -> torch.Tensor:
@@ -64,43 +63,90 @@ def test_loss_tends_to_perception_gap_as_tau_goes_to_zero(r):
     assert errors[-1] < 1e-12
 
 
+METRICS = ["euclidean", "sqeuclidean", "cosine"]
+
+
 @pytest.mark.parametrize("r", [1, 2])
-@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+@pytest.mark.parametrize("metric", METRICS)
 def test_gradcheck_float64(r, metric):
-    """The hand-written backward against finite differences, through the dissimilarity.
-
-    ``s_i`` is detached by definition (SPEC section 5), so finite differences of the public
-    loss would also move it; here it is held at its value, as the loss's gradient assumes.
-    """
+    """The hand-written backward against finite differences of the public loss: the row
+    scale ``s_i`` moves with the features, and the gradient follows it."""
     student, teacher = gaussian(7, 3, seed=6), gaussian(7, 4, seed=7)
-    self_index = torch.arange(7)
-    target = exact_ranks(pairwise(teacher, teacher, "euclidean"), self_index)
-    weight = 1 / (0.3 * row_scale(pairwise(student, student, metric), self_index))
+    loss = PerceptionCoherenceLoss(tau=0.3, metric_student=metric, r=r, chunk_size=2)
     student.requires_grad_(True)
-
-    def loss_with_scale_held(features):
-        distances = pairwise(features, features, metric)
-        return _SoftRankGap.apply(distances, target, self_index, weight, r, 2, 7 * 6)
-
-    assert torch.autograd.gradcheck(loss_with_scale_held, (student,))
+    assert torch.autograd.gradcheck(lambda features: loss(features, teacher), (student,))
 
 
-def test_public_loss_gradient_is_the_held_scale_gradient():
-    student, teacher = gaussian(8, 3, seed=8), gaussian(8, 5, seed=9)
-    student.requires_grad_(True)
-    PerceptionCoherenceLoss(tau=0.2)(student, teacher).backward()
-    self_index = torch.arange(8)
-    distances = pairwise(student, student, "euclidean")
-    soft = (distances[:, :, None] - distances[:, None, :]) / (
-        0.2 * row_scale(distances.detach(), self_index)[:, None, None]
-    )
-    mask = ~torch.eye(8, dtype=torch.bool)
-    triples = mask[:, :, None] & mask[:, None, :] & ~torch.eye(8, dtype=torch.bool)[None]
-    s = (1 + (torch.sigmoid(soft) * triples).sum(-1)) / 7
-    target = exact_ranks(pairwise(teacher, teacher, "euclidean"), self_index)
-    autograd_loss = ((s - target)[mask] ** 2).mean()
-    (expected,) = torch.autograd.grad(autograd_loss, student)
-    torch.testing.assert_close(student.grad, expected)
+@pytest.mark.parametrize("r", [1, 2])
+@pytest.mark.parametrize("metric_student, metric_teacher", [("euclidean", "euclidean"),
+                                                            ("sqeuclidean", "cosine"),
+                                                            ("cosine", "sqeuclidean")])
+@pytest.mark.parametrize("teacher_tau", [0.0, 0.2])
+def test_value_and_gradient_equal_autograd_through_the_loop_reference(
+        monkeypatch, r, metric_student, metric_teacher, teacher_tau):
+    """Autograd through plain loops whose ``s_i`` is not detached, with the sweep forced to
+    split every anchor's comparisons into tiles of a few columns (a 40-element budget)."""
+    monkeypatch.setitem(perceptcoh.ranking._CHUNK_ELEMENTS, "cpu", 40)
+    shapes = spy_on_tiles(monkeypatch)
+    student, teacher = gaussian(9, 3, seed=30), gaussian(9, 5, seed=31)
+    features = student.clone().requires_grad_(True)
+    loss = PerceptionCoherenceLoss(tau=0.3, metric_student=metric_student,
+                                   metric_teacher=metric_teacher, r=r, teacher_tau=teacher_tau)
+    value = loss(features, teacher)
+    value.backward()
+    assert all(columns < 9 for _, columns, _ in shapes)
+    reference_features = student.clone().requires_grad_(True)
+    expected = loss_loops_autograd(reference_features, teacher, metric_student, metric_teacher,
+                                   tau=0.3, r=r, teacher_tau=teacher_tau)
+    expected.backward()
+    assert math.isclose(float(value), float(expected), rel_tol=1e-10)
+    torch.testing.assert_close(features.grad, reference_features.grad, rtol=1e-9, atol=1e-12)
+
+
+def row_gradients(student, teacher, **options):
+    """``dL/dD`` of the public loss: its gradient with respect to the student's
+    dissimilarity matrix, through a hook on the matrix the loss builds."""
+    captured = {}
+    original = perceptcoh.loss.pairwise
+
+    def spy(x, y, metric):
+        distances = original(x, y, metric)
+        if distances.requires_grad:
+            captured["distances"] = distances
+            distances.register_hook(lambda grad: captured.__setitem__("grad", grad))
+        return distances
+
+    perceptcoh.loss.pairwise = spy
+    try:
+        PerceptionCoherenceLoss(**options)(student, teacher).backward()
+    finally:
+        perceptcoh.loss.pairwise = original
+    return captured["distances"].detach(), captured["grad"]
+
+
+@pytest.mark.parametrize("r", [1, 2])
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("teacher_tau", [0.0, 0.2])
+@pytest.mark.parametrize("tau", [0.03, 0.3])
+def test_euler_identity_on_every_row(r, metric, teacher_tau, tau):
+    """``L`` is invariant to rescaling a row of ``D``, so ``sum_j D_aj dL/dD_aj = 0``
+    (Euler's theorem for a function homogeneous of degree 0), to rounding, on every row."""
+    student = gaussian(40, 6, seed=32).requires_grad_(True)
+    distances, grad = row_gradients(student, gaussian(40, 10, seed=33), tau=tau, r=r,
+                                    metric_student=metric, teacher_tau=teacher_tau)
+    terms = distances * grad
+    assert grad.abs().sum() > 0
+    assert (terms.sum(dim=1).abs() <= 1e-10 * terms.abs().sum(dim=1)).all()
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_gradient_has_no_radial_part(metric):
+    """Scaling the features leaves ``L`` unchanged, so ``sum_n f_n . dL/df_n = 0``: the
+    gradient never shrinks or grows the features as a whole."""
+    student = gaussian(64, 8, seed=34).requires_grad_(True)
+    PerceptionCoherenceLoss(tau=0.1, metric_student=metric)(student, gaussian(64, 16, seed=35)).backward()
+    terms = student.detach() * student.grad
+    assert float(terms.sum().abs()) <= 1e-10 * float(terms.abs().sum())
 
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 5])
@@ -165,7 +211,7 @@ def test_column_tiles_keep_value_and_gradient(monkeypatch, r, chunk_size):
     features = student.detach().clone().requires_grad_(True)
     distances = pairwise(features, features, "euclidean")
     scaled = (distances[:, :, None] - distances[:, None, :]) / (
-        0.3 * row_scale(distances.detach(), self_index)[:, None, None]
+        0.3 * row_scale(distances, self_index)[:, None, None]
     )
     mask = ~torch.eye(13, dtype=torch.bool)
     counted = mask[:, None, :] & mask[None, :, :]
