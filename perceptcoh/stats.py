@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_ALPHA", "Claim", "ahead", "difference", "exceeds", "on_par"]
+__all__ = ["DEFAULT_ALPHA", "Claim", "ahead", "difference", "exceeds", "holm", "on_par"]
 
 DEFAULT_ALPHA = 0.05
 
@@ -66,6 +66,24 @@ class Difference:
 
         half = float(t.ppf(1 - alpha, self.dof)) * self.se
         return self.d - half, self.d + half
+
+    def p_above(self, threshold: float) -> float:
+        """The one-sided p-value of "the true difference is above ``threshold``":
+        ``P(T >= (d - threshold) / se)`` under ``d = threshold``; ``low > threshold`` in
+        :meth:`bounds` exactly when this is below ``alpha``."""
+        from scipy.stats import t
+
+        if self.se == 0:
+            return 0.0 if self.d > threshold else 1.0
+        return float(t.sf((self.d - threshold) / self.se, self.dof))
+
+    def p_below(self, threshold: float) -> float:
+        """The one-sided p-value of "the true difference is below ``threshold``"."""
+        from scipy.stats import t
+
+        if self.se == 0:
+            return 0.0 if self.d < threshold else 1.0
+        return float(t.cdf((self.d - threshold) / self.se, self.dof))
 
 
 @dataclass(frozen=True)
@@ -178,3 +196,22 @@ def exceeds(a: Sequence[float], threshold: float, name: str, alpha: float = DEFA
     claim = Claim(name, "ahead", statistic, 0.0, step.se, statistic > 0, (len(a), 0))
     _log(claim)
     return claim
+
+
+def holm(p_values: Sequence[float], alpha: float = DEFAULT_ALPHA) -> list[bool]:
+    """Holm's step-down control of the family-wise error: which of ``m`` hypotheses are
+    rejected so that the chance of rejecting any true one is at most ``alpha``.
+
+    With the p-values sorted, ``p_(1) <= ... <= p_(m)``, reject ``p_(1), ..., p_(k-1)`` where
+    ``k`` is the first rank with ``p_(k) > alpha / (m - k + 1)``. Returns, in the order given,
+    whether each is rejected.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1 or not ((p >= 0) & (p <= 1)).all():
+        raise ValueError(f"p_values must be a 1-d sequence of numbers in [0, 1], got {p_values!r}")
+    rejected = np.zeros(len(p), dtype=bool)
+    for rank, index in enumerate(np.argsort(p, kind="stable")):
+        if p[index] > alpha / (len(p) - rank):
+            break
+        rejected[index] = True
+    return rejected.tolist()

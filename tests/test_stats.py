@@ -103,3 +103,26 @@ def test_paired_is_the_paired_t_test():
     assert ahead(a, b, "paired", paired=True).holds == (p_value < 0.05)
     with pytest.raises(ValueError, match="paired samples need one score per seed on both sides, got 6 and 5"):
         ahead(A, B, "unequal", paired=True)
+
+
+def test_holm_matches_its_step_down_definition():
+    from perceptcoh.stats import holm
+
+    # m = 4: thresholds 0.0125, 0.0167, 0.025, 0.05 for the sorted p-values.
+    assert holm([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert holm([0.01, 0.015, 0.03, 0.04]) == [True, True, False, False]
+    assert holm([0.001, 0.002, 0.003, 0.04]) == [True, True, True, True]
+    assert holm([0.2, 0.001]) == [False, True]
+    with pytest.raises(ValueError, match="p_values"):
+        holm([0.5, 1.5])
+
+
+def test_one_sided_p_values_agree_with_the_interval():
+    from perceptcoh.stats import difference
+
+    step = difference([0.31, 0.29, 0.35, 0.33], [0.30, 0.27, 0.31, 0.30], paired=True)
+    for alpha in (0.05, 0.1, 0.2):
+        low, high = step.bounds(alpha)
+        assert (low > 0) == (step.p_above(0.0) < alpha)
+        assert (high < 0.05) == (step.p_below(0.05) < alpha)
+    assert abs(step.p_above(0.0) + step.p_below(0.0) - 1) < 1e-12
