@@ -25,6 +25,7 @@ from perceptcoh.engine.experiments import (
     combined_plan,
     comparison_plan,
     default_output,
+    longer_plan,
     run_plan,
 )
 from perceptcoh.engine.presets import preset
@@ -293,6 +294,27 @@ def test_the_combined_plan_shares_the_comparisons_pass_with_most_ablations():
     main_pass = {c.output_dir for c in next(g for g in passes if g[0].batch_size == 128)}
     assert {run.config.output_dir for run in comparison.runs} < main_pass
     assert main(["experiment", "all", "--methods", "pc"]) == 1
+
+
+def test_the_longer_point_trains_the_pure_protocol_longer_in_one_pass():
+    longer = SCALES["laptop"]["longer"]
+    plan = longer_plan("laptop")
+    assert plan.name == "longer" and default_output(plan) == Path(
+        "results/cifar100-laptop-longer.json")
+    assert sorted((r.key["method"], r.key["seed"]) for r in plan.runs) == sorted(
+        (m, s) for m in longer["methods"] for s in SCALES["laptop"]["seeds"])
+    one_epoch = {(r.key["method"], r.key["seed"]): r.config
+                 for r in comparison_plan("laptop").runs if r.key["protocol"] == "pure"}
+    for run in plan.runs:
+        assert run.key["protocol"] == "pure" and run.key["epochs"] == longer["epochs"] > 1
+        # Only the epochs differ from the one-epoch comparison's run, and so does the folder.
+        same = one_epoch[run.key["method"], run.key["seed"]]
+        assert dataclasses.replace(run.config, epochs=1, output_dir=same.output_dir) == same
+        assert run.config.output_dir != same.output_dir
+    assert len(cohorts([r.config for r in plan.runs])) == 1
+    with pytest.raises(ValueError, match="has no longer point"):
+        longer_plan("full")
+    assert main(["experiment", "longer", "--methods", "pc"]) == 1
 
 
 def ship_digits_teacher(folder: Path, monkeypatch) -> None:

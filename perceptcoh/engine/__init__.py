@@ -12,6 +12,7 @@ One module a job: :mod:`~perceptcoh.engine.config` (what identifies a run),
 :mod:`~perceptcoh.engine.session` (assembly), :mod:`~perceptcoh.engine.loop` (the epoch
 loop, read top to bottom), :mod:`~perceptcoh.engine.checkpoint`,
 :mod:`~perceptcoh.engine.distributed`, :mod:`~perceptcoh.engine.evaluate`,
+:mod:`~perceptcoh.engine.collapse` (features that no longer tell images apart),
 :mod:`~perceptcoh.engine.experiments` (the book's plans), :mod:`~perceptcoh.engine.cost`
 (what a plan costs), :mod:`~perceptcoh.engine.cli` (``python -m perceptcoh``), and helpers
 (:mod:`~perceptcoh.engine.files`, :mod:`~perceptcoh.engine.progress`,
@@ -30,6 +31,7 @@ from .checkpoint import (
     model_from_checkpoint,
     run_differences,
 )
+from .collapse import CollapseWarning, check_collapse, collapse_reasons, feature_statistics
 from .config import (
     COHORT_FIELDS,
     DEFAULT_BETA,
@@ -64,4 +66,5 @@ __all__ = [
     "train_step", "NonFiniteLossError",
     "CHECKPOINT_NAME", "MODEL_NAME", "RESULTS_NAME", "CheckpointError", "load_checkpoint",
     "model_from_checkpoint", "run_differences", "evaluate_checkpoint",
+    "CollapseWarning", "check_collapse", "collapse_reasons", "feature_statistics",
 ]

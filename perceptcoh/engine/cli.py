@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ones resumed. Then gather every run's metrics, wall time and provenance, with the "
         "teachers' SHA-256, into one JSON document.",
     )
-    experiment.add_argument("name", choices=["comparison", "ablation", "all"],
-                            help="which experiment (all: both, sharing passes)")
+    experiment.add_argument("name", choices=["comparison", "ablation", "all", "longer"],
+                            help="which experiment (all: comparison and ablation, sharing "
+                            "passes; longer: the pure protocol trained longer)")
     experiment.add_argument("--scale", choices=["full", "laptop", "cpu"], default="full",
                             help="full: CIFAR-100 on a GPU; laptop: CIFAR-100 on 2 CPU cores "
                             "with the shipped teacher; cpu: a small subset, "
@@ -188,7 +189,7 @@ def _evaluate(arguments: dict) -> int:
 
 def _experiment(arguments: dict) -> int:
     from .experiments import (ablation_plan, combined_plan, comparison_plan, default_output,
-                              run_plan)
+                              longer_plan, run_plan)
 
     name, root = arguments["name"], arguments["root"]
     execution = {"data_root": arguments["data_root"], "device": arguments["device"],
@@ -207,6 +208,11 @@ def _experiment(arguments: dict) -> int:
             raise ValueError("--pairs and --methods select comparison runs; 'all' runs the "
                              "whole comparison and the ablations")
         plan = combined_plan(arguments["scale"], root=root, **selection, **execution)
+    elif name == "longer":
+        if arguments["pairs"] is not None or arguments["methods"] is not None:
+            raise ValueError("--pairs and --methods select comparison runs; 'longer' runs the "
+                             "methods of SCALES[scale]['longer'] on the scale's first pair")
+        plan = longer_plan(arguments["scale"], root=root, **selection, **execution)
     else:
         if arguments["pairs"] is not None or arguments["methods"] is not None:
             raise ValueError("--pairs and --methods select comparison runs; the ablations "

@@ -63,6 +63,7 @@ __all__ = [
     "comparison_plan",
     "ablation_plan",
     "combined_plan",
+    "longer_plan",
     "run_plan",
     "cohorts",
     "default_output",
@@ -72,6 +73,9 @@ __all__ = [
 # PC first, then the baselines strongest in RepDistiller's table for resnet32x4 -> resnet8x4
 # (CRD, KD, PKT, FitNet), then the rest: a plan cut short has the comparisons that matter.
 COMPARISON_METHODS = ("pc", "crd", "kd", "pkt", "fitnet", "ce", "sp", "cc", "rkd")
+
+# The epochs of the laptop scale's longer point (SCALES["laptop"]["longer"]).
+LONGER_EPOCHS = 2
 
 # The recipe of every student of a scale, and its teacher and pairs.
 SCALES: dict[str, dict] = {
@@ -111,6 +115,9 @@ SCALES: dict[str, dict] = {
         "ablations": {"tau": (0.03, 0.1, 1.0), "batch_size": (64, 128, 256),
                       "metric": ("euclidean", "cosine"), "r": (1, 2),
                       "gradient_ratio": (0.5, 1.0, 2.0)},
+        # Does the one-epoch order hold with more training? The pure protocol, PC and the
+        # strongest baselines, trained as many epochs as fit a session on two cores.
+        "longer": {"epochs": LONGER_EPOCHS, "methods": ("pc", "kd", "fitnet", "rkd", "pkt")},
     },
     "cpu": {
         "description": "CIFAR-100 subsets (4,096 training images for the teacher, 2,048 for "
@@ -135,6 +142,7 @@ SCALES: dict[str, dict] = {
         "ablations": {"tau": (0.03, 0.1, 1.0), "batch_size": (32, 64, 128),
                       "metric": ("euclidean", "cosine"), "r": (1, 2),
                       "gradient_ratio": (0.5, 1.0, 2.0)},
+        "longer": {"epochs": 2, "methods": ("pc", "kd")},
     },
 }
 
@@ -258,6 +266,37 @@ def combined_plan(
     return dataclasses.replace(comparison, name="all", runs=comparison.runs + ablation.runs)
 
 
+def longer_plan(
+    scale: str = "laptop",
+    *,
+    seeds: Sequence[int] | None = None,
+    root: str | os.PathLike = "runs",
+    **execution,
+) -> Plan:
+    """The pure-transfer comparison trained longer: the methods of
+    ``SCALES[scale]["longer"]`` for ``SCALES[scale]["longer"]["epochs"]`` epochs, the rest
+    of the recipe (and its schedule, stretched over the epochs) unchanged, on the first pair,
+    for every seed (default the scale's). It asks whether the one-epoch order holds when the
+    students train longer."""
+    recipe = _recipe(scale)
+    if "longer" not in recipe:
+        raise ValueError(f"scale {scale!r} has no longer point; scales that have one: "
+                         f"{', '.join(name for name, r in SCALES.items() if 'longer' in r)}")
+    longer = recipe["longer"]
+    _check_methods(longer["methods"])
+    pair = recipe["pairs"][0]
+    seeds = tuple(recipe["seeds"] if seeds is None else seeds)
+    plan = _plan("longer", scale, (pair,), root, execution)
+    for seed in seeds:
+        for method in longer["methods"]:
+            key = {"pair": f"{pair[0]}->{pair[1]}", "method": method, "protocol": "pure",
+                   "seed": seed, "epochs": longer["epochs"]}
+            plan.runs.append(_student(plan, key, pair[0], pair[1], root, execution,
+                                      method=method, protocol="pure", seed=seed,
+                                      epochs=longer["epochs"]))
+    return plan
+
+
 def default_output(plan: Plan, root: str | os.PathLike = "runs") -> Path:
     """Where a plan's results document goes: the book's saved results, committed, at the
     full and laptop scales (``results/cifar100-<name>.json``,
@@ -285,8 +324,10 @@ def run_plan(
     (``None``: every student that can share a pass, :func:`cohorts`). With ``time_limit``
     (seconds) no pass starts after it and a running one stops at an epoch boundary: call
     again to go on. The returned document has ``completed``; when complete it holds
-    ``teachers`` (recipe, SHA-256 of ``model.pt``, metrics, wall time), ``runs`` (key,
-    metrics, beta, wall time, speed, config, provenance of each), ``wall_time_seconds``
+    ``teachers`` (recipe, SHA-256 of ``model.pt``, metrics, collapsed, wall time), ``runs``
+    (key, metrics, ``collapsed`` and the ``collapse`` statistics of
+    :func:`perceptcoh.engine.collapse.check_collapse`, ``None`` for a run saved before
+    that check, beta, wall time, speed, config, provenance of each), ``wall_time_seconds``
     (the teachers' and the passes' wall times, as each measured itself) and this call's
     provenance, and is written to ``output``.
 
@@ -537,6 +578,7 @@ def _teacher_record(config: TrainConfig, results: dict, sha256: str) -> dict:
         "recipe": {name: value for name, value in results["config"].items()
                    if name not in ("output_dir", "resume", "time_limit", "progress")},
         "metrics": results["metrics"],
+        "collapsed": results.get("collapsed"),
         "wall_time_seconds": results["wall_time_seconds"],
         "images_per_second": results["images_per_second"],
         "provenance": results["provenance"],
@@ -563,6 +605,9 @@ def _run_record(planned: PlannedRun, results: dict) -> dict:
     return {
         "key": planned.key,
         "metrics": results["metrics"],
+        # None for a run saved before the collapse check: unknown.
+        "collapsed": results.get("collapsed"),
+        "collapse": results.get("collapse"),
         "beta": results["beta"],
         "teacher_sha256": (results.get("teacher") or {}).get("sha256"),
         "output_dir": planned.config.output_dir,

@@ -20,6 +20,11 @@ run resumed from epoch ``e`` draws exactly the batches of an uninterrupted one, 
 process, and on a CPU reproduces its weights bit for bit. A finished run also writes
 ``model.pt`` (the model alone) and ``results.json``.
 
+Collapse is never silent (:mod:`perceptcoh.engine.collapse`): every epoch record holds the
+student's ``feature_norm`` and ``dead_fraction`` on a fixed set of test images, read at the
+epoch's end; ``results.json`` says whether the finished run's features ``collapsed``, and a
+collapsed run raises a :class:`CollapseWarning` that names it.
+
 Several GPUs: launched by ``torchrun``, each process takes ``batch_size / world_size``
 samples of every global batch, the model (and the loss's learnable parts) are wrapped in
 DDP, and the PC loss ranks each process's anchors against the global batch (the engine
@@ -31,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -48,6 +54,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from .collapse import CollapseWarning, check_collapse, epoch_feature_statistics
 from .config import TrainConfig, data_seed, recipe_sha256
 from .data import augment, normalize
 from .distributed import any_process
@@ -369,7 +376,8 @@ def _resume(session: Session) -> _Member:
 
 def _end_epoch(member: _Member, epoch: int, stats: dict, stopped_early: bool, started: float,
                is_writer: bool) -> dict:
-    """Record a member's epoch, score its test top-1 when due, checkpoint when due."""
+    """Record a member's epoch (with its features' norm and dead dimensions,
+    :func:`epoch_feature_statistics`), score its test top-1 when due, checkpoint when due."""
     session = member.session
     config = session.config
     member.totals["train_seconds"] += stats["seconds"]
@@ -380,6 +388,7 @@ def _end_epoch(member: _Member, epoch: int, stats: dict, stopped_early: bool, st
         "lr": session.optimizer.param_groups[0]["lr"],
         "seconds": stats["seconds"],
         "images_per_second": stats["images"] / stats["seconds"],
+        **epoch_feature_statistics(session),
     }
     last = epoch + 1 == config.epochs
     if session.classifier:
@@ -400,7 +409,9 @@ def _end_epoch(member: _Member, epoch: int, stats: dict, stopped_early: bool, st
 
 def _finish(member: _Member, reference, started: float, cohort: list[str],
             is_writer: bool) -> dict:
-    """Evaluate a trained member, write its model.pt and results.json; its results."""
+    """Evaluate a trained member, check its features for collapse (a
+    :class:`CollapseWarning` if they have), write its model.pt and results.json; its
+    results."""
     session, history, totals = member.session, member.history, member.totals
     config = session.config
     metrics = evaluate_models(
@@ -411,6 +422,9 @@ def _finish(member: _Member, reference, started: float, cohort: list[str],
         channels_last=config.channels_last, seed=data_seed(config),
         max_points=config.triplet_points,
     )
+    collapse = check_collapse(session.student, session.test_set,
+                              batch_size=config.eval_batch_size,
+                              channels_last=config.channels_last)
     wall_seconds = member.wall_offset + time.perf_counter() - started
     # The first epoch pays for warm-up (cuDNN autotuning, torch.compile).
     steady = history[1:]
@@ -421,6 +435,8 @@ def _finish(member: _Member, reference, started: float, cohort: list[str],
     results = {
         "completed": True,
         "metrics": metrics,
+        "collapsed": collapse["collapsed"],
+        "collapse": collapse,
         "config": jsonable(asdict(config)),
         "recipe_sha256": recipe_sha256(config),
         "teacher": session.teacher_info,
@@ -442,6 +458,11 @@ def _finish(member: _Member, reference, started: float, cohort: list[str],
         "history": history,
         "provenance": provenance(),
     }
+    if is_writer and collapse["collapsed"]:
+        warnings.warn(CollapseWarning(
+            f"the features of run {config.output_dir} (method {config.method!r}, protocol "
+            f"{config.protocol!r}) collapsed: {'; '.join(collapse['reasons'])}; its probes "
+            f"and gaps measure nothing"), stacklevel=2)
     if is_writer:
         save_checkpoint(session, member.output / MODEL_NAME, results["epochs_completed"],
                         history, totals, model_only=True)
