@@ -17,6 +17,12 @@ The verdict of method A against baseline B on a score, from the per-seed differe
 * ``undecided``: none of these; ``n/a``: fewer than two seeds.
 
 For a score where lower is better (the perception gap) the difference is ``B_s - A_s``.
+
+Runs whose features collapsed (``collapsed`` in the document, from each run's
+``results.json``: :mod:`perceptcoh.engine.collapse`) are marked in the tables with a dagger
+and their count, "† 2/3 collapsed", explained in a footnote, and listed by
+:func:`collapsed_runs`. A document saved before that check has no ``collapsed``: its runs
+are shown unmarked (unknown, not known to be healthy).
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from typing import Sequence
 import numpy as np
 
 from ..stats import difference
+from .collapse import ZERO_FRACTION
 from .experiments import aggregate
 
-__all__ = ["METHOD_NAMES", "SCORES", "mean_std", "html_table", "comparison_table",
-           "runs_of", "scores_by_seed", "verdicts"]
+__all__ = ["METHOD_NAMES", "SCORES", "COLLAPSE_FOOTNOTE", "mean_std", "html_table",
+           "comparison_table", "collapsed_runs", "runs_of", "scores_by_seed", "verdicts"]
 
 METHOD_NAMES = {"ce": "CE only", "kd": "KD", "fitnet": "FitNet", "sp": "SP", "cc": "CC",
                 "rkd": "RKD", "pkt": "PKT", "crd": "CRD", "pc": "PC (ours)"}
@@ -41,6 +48,12 @@ SCORES = (("supervised", "top1", False, "supervised: top-1"),
           ("pure", "linear_probe_top1", False, "pure: linear probe"),
           ("pure", "knn_top1", False, "pure: kNN"),
           ("pure", "perception_gap_r1", True, "pure: gap Δ₁"))
+
+# The definition is perceptcoh.engine.collapse.collapse_reasons.
+COLLAPSE_FOOTNOTE = (f"† k/n collapsed: the features of k of the n seeds collapsed (at least "
+                     f"{ZERO_FRACTION:.0%} of their entries exactly 0, fewer distinct rows "
+                     f"than classes, or non-finite values): their scores measure a handful "
+                     f"of points, not a representation")
 
 
 def mean_std(summary: dict | None, scale: float = 100, digits: int = 1) -> str:
@@ -55,8 +68,9 @@ def mean_std(summary: dict | None, scale: float = 100, digits: int = 1) -> str:
 
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence[object]],
-               caption: str | None = None) -> str:
-    """An HTML table (escaped text; numbers right-aligned by the book's style)."""
+               caption: str | None = None, footnote: str | None = None) -> str:
+    """An HTML table (escaped text; numbers right-aligned by the book's style), with
+    ``footnote`` in a footer row spanning every column."""
     parts = ["<table>"]
     if caption:
         parts.append(f"<caption>{html.escape(caption)}</caption>")
@@ -65,7 +79,11 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[object]],
     for row in rows:
         parts.append("<tr>" + "".join(f"<td>{html.escape(str(value))}</td>" for value in row)
                      + "</tr>")
-    parts.append("</tbody></table>")
+    parts.append("</tbody>")
+    if footnote:
+        parts.append(f'<tfoot><tr><td colspan="{len(header)}">{html.escape(footnote)}</td>'
+                     f"</tr></tfoot>")
+    parts.append("</table>")
     return "".join(parts)
 
 
@@ -78,20 +96,50 @@ def runs_of(document: dict, *, comparison: bool = True) -> list[dict]:
 def comparison_table(document: dict, methods: Sequence[str] = tuple(METHOD_NAMES),
                      pair: str | None = None, caption: str | None = None) -> str:
     """The comparison of one pair (default: the document's first) as an HTML table: per
-    method, mean ± std over seeds of each of :data:`SCORES` (accuracies in %)."""
+    method, mean ± std over seeds of each of :data:`SCORES` (accuracies in %). A score
+    whose runs include collapsed ones reads "† k/n collapsed", and so does the method's
+    name; the footnote (:data:`COLLAPSE_FOOTNOTE`) says why."""
     runs = runs_of(document)
     pair = pair or runs[0]["key"]["pair"]
-    rows = aggregate([e for e in runs if e["key"]["pair"] == pair], ("method", "protocol"),
+    of_pair = [e for e in runs if e["key"]["pair"] == pair]
+    rows = aggregate(of_pair, ("method", "protocol"),
                      tuple(dict.fromkeys(metric for _, metric, _, _ in SCORES)))
     found = {(row["method"], row["protocol"]): row for row in rows}
+    counts = _collapse_counts(of_pair)
     body = []
     for method in methods:
         cells = [METHOD_NAMES.get(method, method)]
         for protocol, metric, lower, _ in SCORES:
             row = found.get((method, protocol), {})
-            cells.append(mean_std(row.get(metric), 1 if lower else 100, 3 if lower else 1))
+            text = mean_std(row.get(metric), 1 if lower else 100, 3 if lower else 1)
+            collapsed, total = counts.get((method, protocol), (0, 0))
+            cells.append(f"{text} † {collapsed}/{total} collapsed" if collapsed else text)
+        if any(counts.get((method, protocol), (0, 0))[0] for protocol, *_ in SCORES):
+            cells[0] += " †"
         body.append(cells)
-    return html_table(["method", *(label for *_, label in SCORES)], body, caption)
+    footnote = COLLAPSE_FOOTNOTE if any(c for c, _ in counts.values()) else None
+    return html_table(["method", *(label for *_, label in SCORES)], body, caption, footnote)
+
+
+def collapsed_runs(document: dict) -> list[dict]:
+    """The runs of ``document`` (comparison and ablations) whose features collapsed, in
+    order, each as its ``key``, ``output_dir`` and the ``reasons``
+    (:func:`perceptcoh.engine.collapse.collapse_reasons`). A run saved before the check
+    (without ``collapsed``) is not listed."""
+    return [{"key": entry["key"], "output_dir": entry.get("output_dir"),
+             "reasons": (entry.get("collapse") or {}).get("reasons", [])}
+            for entry in document["runs"] if entry.get("collapsed")]
+
+
+def _collapse_counts(runs: Sequence[dict]) -> dict[tuple[str, str], tuple[int, int]]:
+    """``(collapsed, runs)`` per ``(method, protocol)``; a run without ``collapsed``
+    counts as not collapsed."""
+    counts: dict[tuple[str, str], tuple[int, int]] = {}
+    for entry in runs:
+        group = (entry["key"]["method"], entry["key"]["protocol"])
+        collapsed, total = counts.get(group, (0, 0))
+        counts[group] = (collapsed + bool(entry.get("collapsed")), total + 1)
+    return counts
 
 
 def verdicts(document: dict, method: str = "pc", baselines: Sequence[str] = ("fitnet", "sp",
