@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from perceptcoh.engine.report import (comparison_table, html_table, mean_std, runs_of,
-                                      scores_by_seed, verdicts)
+from perceptcoh.engine.report import (comparison_table, html_table, lengths_table, mean_std,
+                                      runs_of, scores_by_seed, verdict_cell, verdict_table,
+                                      verdict_text, verdicts, verdicts_by_length)
+from perceptcoh.stats import holm
 
 
 def entry(method, protocol, seed, **metrics):
@@ -73,3 +75,50 @@ def test_scores_by_seed_are_in_seed_order_and_skip_ablations_and_other_pairs():
     assert scores_by_seed(runs, "pc", "pure", "top1") == {0: 0.1, 2: 0.3, 5: 0.7}
     assert scores_by_seed(runs_of(DOCUMENT), "pc", "pure", "linear_probe_top1") == dict(
         enumerate(PC))
+
+
+def test_each_verdict_carries_its_tests_p_value_and_holms_correction_over_the_family():
+    found = verdicts(DOCUMENT, baselines=["fitnet", "sp"])
+    rows = {(r["baseline"], r["metric"]): r for r in found}
+    probe = rows["fitnet", "linear_probe_top1"]
+    differences = np.array(PC) - np.array(FITNET)
+    t = differences.mean() / (differences.std(ddof=1) / math.sqrt(3))
+    assert probe["p"] == pytest.approx(stats.t.sf(t, 2))  # one-sided, "ahead"
+    on_par = rows["sp", "linear_probe_top1"]  # TOST: the larger one-sided p, below alpha
+    assert on_par["verdict"] == "on par" and 0 < on_par["p"] < 0.05
+    undecided = rows["sp", "perception_gap_r1"]
+    assert undecided["p"] >= 0.05 and not undecided["holm"]
+    tested = [r for r in found if r["verdict"] != "n/a"]
+    assert [r["holm"] for r in tested] == [
+        kept and r["verdict"] != "undecided"
+        for r, kept in zip(tested, holm([r["p"] for r in tested]))]
+    assert rows["fitnet", "perception_gap_r1"]["holm"]  # every seed 0.1 apart: p = 0
+    assert not rows["sp", "top1"]["holm"] and math.isnan(rows["sp", "top1"]["p"])
+    assert {r["protocol"] for r in verdicts(DOCUMENT, baselines=["sp"],
+                                            protocols=("pure",))} == {"pure"}
+
+
+def test_verdict_tables_and_text_say_what_the_rows_say():
+    found = verdicts(DOCUMENT, baselines=["fitnet", "sp"], protocols=("pure",))
+    gap = next(r for r in found if (r["baseline"], r["metric"]) == ("fitnet", "perception_gap_r1"))
+    assert verdict_cell(gap) == "ahead ✱ (+0.100, [+0.100, +0.100])"
+    table = verdict_table(found, ["fitnet", "sp"])
+    assert "<th>pure: linear probe</th>" in table and "supervised" not in table
+    assert table.count("<tr>") == 3
+    text = verdict_text(found)
+    assert "- pure: linear probe: **ahead of** FitNet; **on par with** SP." in text
+    # 4 comparisons with seeds (kNN has none), 2 alpha = 10% each: 0.4 false calls by chance.
+    assert "3 of the 4 comparisons give a call" in text and "about 0.4 false" in text
+    assert "kNN" not in text
+    assert "ahead FitNet (pure: gap Δ₁)" in text
+    by_length = verdicts_by_length({"1 epoch": found, "3 epochs": found}, ["sp"])
+    assert by_length.count("<tr>") == 1 + 3 and "<th>3 epochs</th>" in by_length
+
+
+def test_the_lengths_table_puts_each_length_beside_the_other_and_marks_collapse():
+    later = {"runs": [dict(e, collapsed=(e["key"]["method"] == "sp" and e["key"]["seed"] == 0))
+                      for e in runs_of(DOCUMENT)]}
+    table = lengths_table({"1 epoch": DOCUMENT, "3 epochs": later}, ["pc", "sp"])
+    assert table.count("<tr>") == 1 + 4 + 1  # header, rows, footnote
+    assert "<td>PC (ours)</td><td>1 epoch</td><td>51.0 ± 1.0</td>" in table
+    assert "<td>SP † 1/3 collapsed</td><td>3 epochs</td>" in table and "<tfoot>" in table

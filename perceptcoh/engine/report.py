@@ -33,12 +33,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ..stats import difference
+from ..stats import difference, holm
 from .collapse import ZERO_FRACTION
 from .experiments import aggregate
 
 __all__ = ["METHOD_NAMES", "SCORES", "COLLAPSE_FOOTNOTE", "mean_std", "html_table",
-           "comparison_table", "collapsed_runs", "runs_of", "scores_by_seed", "verdicts"]
+           "comparison_table", "collapsed_runs", "lengths_table", "runs_of", "scores_by_seed",
+           "verdicts", "verdict_cell", "verdict_table", "verdict_text", "verdicts_by_length"]
 
 METHOD_NAMES = {"ce": "CE only", "kd": "KD", "fitnet": "FitNet", "sp": "SP", "cc": "CC",
                 "rkd": "RKD", "pkt": "PKT", "crd": "CRD", "pc": "PC (ours)"}
@@ -143,16 +144,23 @@ def _collapse_counts(runs: Sequence[dict]) -> dict[tuple[str, str], tuple[int, i
 
 
 def verdicts(document: dict, method: str = "pc", baselines: Sequence[str] = ("fitnet", "sp",
-             "cc", "rkd", "pkt", "crd"), *, delta: float = 0.01, alpha: float = 0.05
-             ) -> list[dict]:
-    """``method`` against each of ``baselines`` on each of :data:`SCORES`, per pair of the
-    document's comparison runs (see the module's docstring). Each row: ``pair``,
-    ``protocol``, ``metric``, ``baseline``, ``n`` (seeds), ``d`` (mean difference, positive:
-    ``method`` better), ``low``, ``high`` and ``verdict``."""
+             "cc", "rkd", "pkt", "crd"), *, delta: float = 0.01, alpha: float = 0.05,
+             protocols: Sequence[str] | None = None) -> list[dict]:
+    """``method`` against each of ``baselines`` on each of :data:`SCORES` (of ``protocols``
+    only, when given), per pair of the document's comparison runs (see the module's
+    docstring). Each row: ``pair``, ``protocol``, ``metric``, ``baseline``, ``n`` (seeds),
+    ``d`` (mean difference, positive: ``method`` better), ``low``, ``high``, ``verdict``,
+    ``p`` (the p-value of that verdict's test: one-sided for ``ahead`` and ``behind``, the
+    larger of the two one-sided tests for ``on par``, the smallest of them for
+    ``undecided``) and ``holm``: whether the call survives Holm's step-down correction
+    (:func:`perceptcoh.stats.holm`) over every row of the call with two seeds or more, so
+    that the chance of any false call among them is at most ``alpha``."""
     runs = runs_of(document)
     found = []
     for pair in dict.fromkeys(entry["key"]["pair"] for entry in runs):
         for protocol, metric, lower, _ in SCORES:
+            if protocols is not None and protocol not in protocols:
+                continue
             mine = scores_by_seed(runs, method, protocol, metric, pair=pair)
             for baseline in baselines:
                 theirs = scores_by_seed(runs, baseline, protocol, metric, pair=pair)
@@ -161,18 +169,131 @@ def verdicts(document: dict, method: str = "pc", baselines: Sequence[str] = ("fi
                        "baseline": baseline, "n": len(seeds)}
                 if len(seeds) < 2:
                     found.append({**row, "d": math.nan, "low": math.nan, "high": math.nan,
-                                  "verdict": "n/a"})
+                                  "verdict": "n/a", "p": math.nan, "holm": False})
                     continue
                 a = np.array([mine[s] for s in seeds])
                 b = np.array([theirs[s] for s in seeds])
                 step = difference(b, a, paired=True) if lower else difference(a, b, paired=True)
-                low, high = step.bounds(alpha)
-                verdict = ("ahead" if low > 0 else "behind" if high < 0
-                           else "on par" if not lower and -delta < low and high < delta
-                           else "undecided")
-                found.append({**row, "d": step.d, "low": low, "high": high,
-                              "verdict": verdict})
+                found.append({**row, **_verdict(step, alpha, None if lower else delta)})
+    tested = [row for row in found if row["verdict"] != "n/a"]
+    for row, rejected in zip(tested, holm([row["p"] for row in tested], alpha)):
+        row["holm"] = rejected and row["verdict"] != "undecided"
     return found
+
+
+def _verdict(step, alpha: float, delta: float | None) -> dict:
+    """The verdict of a paired difference and its test's p-value (``delta=None``: no
+    "on par" for this score)."""
+    low, high = step.bounds(alpha)
+    tests = {"ahead": step.p_above(0.0), "behind": step.p_below(0.0)}
+    if delta is not None:
+        tests["on par"] = max(step.p_above(-delta), step.p_below(delta))
+    verdict = ("ahead" if low > 0 else "behind" if high < 0
+               else "on par" if delta is not None and -delta < low and high < delta
+               else "undecided")
+    p = tests[verdict] if verdict in tests else min(tests.values())
+    return {"d": step.d, "low": low, "high": high, "verdict": verdict, "p": p}
+
+
+def verdict_cell(row: dict) -> str:
+    """A verdict as a table shows it: ``"behind ✱ (-2.1, [-3.0, -1.2])"``, the difference
+    and its interval in points of accuracy, or as a fraction for the gap; ✱ when it
+    survives Holm's correction."""
+    if row["verdict"] == "n/a":
+        return "–"
+    scale, digits = (1, 3) if row["metric"] == "perception_gap_r1" else (100, 1)
+    mark = " ✱" if row["holm"] else ""
+    return (f"{row['verdict']}{mark} ({scale * row['d']:+.{digits}f}, "
+            f"[{scale * row['low']:+.{digits}f}, {scale * row['high']:+.{digits}f}])")
+
+
+def _score_labels(found: Sequence[dict]) -> list[tuple[str, str, str]]:
+    """``(protocol, metric, label)`` of the :data:`SCORES` that ``found`` covers, in order."""
+    present = {(row["protocol"], row["metric"]) for row in found}
+    return [(protocol, metric, label) for protocol, metric, _, label in SCORES
+            if (protocol, metric) in present]
+
+
+def verdict_table(found: Sequence[dict], baselines: Sequence[str],
+                  caption: str | None = None) -> str:
+    """The rows of :func:`verdicts` (one pair) as an HTML table: a row per baseline, a
+    column per score, each cell a :func:`verdict_cell`."""
+    table = {(row["baseline"], row["protocol"], row["metric"]): row for row in found}
+    labels = _score_labels(found)
+    body = [[METHOD_NAMES.get(b, b), *(verdict_cell(table[b, p, m]) for p, m, _ in labels)]
+            for b in baselines]
+    return html_table(["against", *(label for *_, label in labels)], body, caption)
+
+
+def verdicts_by_length(by_length: dict[str, Sequence[dict]], baselines: Sequence[str],
+                       caption: str | None = None) -> str:
+    """The :func:`verdicts` of the same comparison at several training lengths (label ->
+    rows) as an HTML table: a row per baseline and score, a column per length."""
+    tables = {length: {(r["baseline"], r["protocol"], r["metric"]): r for r in rows}
+              for length, rows in by_length.items()}
+    labels = _score_labels(next(iter(by_length.values())))
+    body = [[METHOD_NAMES.get(b, b), label,
+             *(verdict_cell(table[b, p, m]) for table in tables.values())]
+            for b in baselines for p, m, label in labels]
+    return html_table(["against", "score", *by_length], body, caption)
+
+
+def verdict_text(found: Sequence[dict], alpha: float = 0.05) -> str:
+    """The rows of :func:`verdicts` as Markdown: per score, the baselines of each verdict;
+    then how many false "ahead" or "behind" calls chance alone would give if every method
+    were equal (``2 alpha`` per comparison), and the calls that survive Holm's correction."""
+    phrases = {"ahead": "ahead of", "on par": "on par with", "behind": "behind",
+               "undecided": "undecided against"}
+    lines = []
+    for protocol, metric, label in _score_labels(found):
+        parts = []
+        for verdict, phrase in phrases.items():
+            names = [METHOD_NAMES.get(r["baseline"], r["baseline"]) for r in found
+                     if (r["protocol"], r["metric"], r["verdict"]) == (protocol, metric, verdict)]
+            if names:
+                parts.append(f"**{phrase}** {', '.join(names)}")
+        if parts:
+            lines.append(f"- {label}: " + "; ".join(parts) + ".")
+    tested = [r for r in found if r["verdict"] != "n/a"]
+    calls = [r for r in tested if r["verdict"] != "undecided"]
+    kept = [f"{r['verdict']} {METHOD_NAMES.get(r['baseline'], r['baseline'])} "
+            f"({dict((m, l) for _, m, l in _score_labels(found))[r['metric']]})"
+            for r in tested if r["holm"]]
+    lines.append(
+        f"\n{len(calls)} of the {len(tested)} comparisons give a call; if every method were "
+        f"equal, chance alone would give about {2 * alpha * len(tested):.1f} false "
+        f"'ahead' or 'behind' calls among them ({2 * alpha:.0%} each). "
+        + (f"{len(kept)} survive Holm's correction (any false call at most "
+           f"{alpha:.0%}): {'; '.join(kept)}." if kept
+           else "None survives Holm's correction (any false call at most "
+           f"{alpha:.0%}).")
+    )
+    return "\n".join(lines)
+
+
+def lengths_table(documents: dict[str, dict], methods: Sequence[str],
+                  caption: str | None = None, protocol: str = "pure") -> str:
+    """The same methods trained for several lengths (label -> results document) as an HTML
+    table: a row per method and length, mean ± std over seeds of each score of
+    ``protocol`` (accuracies in %), collapsed runs marked as in
+    :func:`comparison_table`."""
+    scores = [(metric, lower, label) for p, metric, lower, label in SCORES if p == protocol]
+    body = []
+    for method in methods:
+        for length, document in documents.items():
+            runs = [e for e in runs_of(document)
+                    if (e["key"]["method"], e["key"]["protocol"]) == (method, protocol)]
+            summary = aggregate(runs, ("method",), tuple(m for m, _, _ in scores))
+            row = summary[0] if summary else {}
+            collapsed = sum(bool(e.get("collapsed")) for e in runs)
+            name = METHOD_NAMES.get(method, method) + (f" † {collapsed}/{len(runs)} collapsed"
+                                                       if collapsed else "")
+            body.append([name, length, *(mean_std(row.get(metric), 1 if lower else 100,
+                                                  3 if lower else 1)
+                                         for metric, lower, _ in scores)])
+    footnote = COLLAPSE_FOOTNOTE if any("†" in row[0] for row in body) else None
+    return html_table(["method", "training", *(label for *_, label in scores)], body,
+                      caption, footnote)
 
 
 def scores_by_seed(runs: Sequence[dict], method: str, protocol: str, metric: str, *,
