@@ -12,7 +12,9 @@ images un-augmented:
   ``results.json`` holds ``collapsed`` and ``collapse`` (the statistics behind it and the
   reasons), and a collapsed run raises a :class:`CollapseWarning` that names it.
 
-:func:`collapse_reasons` holds the definition.
+:func:`collapse_reasons` holds the definition. The laptop chapter
+(book/experiments/02_laptop) shows the collapse that made these checks necessary: PC
+students of the laptop table whose ReLU features died.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ class CollapseWarning(UserWarning):
 
 
 def feature_statistics(features: torch.Tensor) -> dict:
-    """What the features of ``n`` images, an ``(n, d)`` tensor, say about collapse, with one
-    read from the device:
+    """What the features of ``n`` images, an ``(n, d)`` tensor, say about collapse (two reads
+    from the device: the statistics, then the distinct rows):
 
     * ``feature_norm``: the mean Euclidean norm of a row;
     * ``zero_fraction``: the fraction of the ``n * d`` entries that are exactly 0;

@@ -462,7 +462,7 @@ def _finish(member: _Member, reference, started: float, cohort: list[str],
         warnings.warn(CollapseWarning(
             f"the features of run {config.output_dir} (method {config.method!r}, protocol "
             f"{config.protocol!r}) collapsed: {'; '.join(collapse['reasons'])}; its probes "
-            f"and gaps measure nothing"), stacklevel=2)
+            f"and gaps measure nothing"))
     if is_writer:
         save_checkpoint(session, member.output / MODEL_NAME, results["epochs_completed"],
                         history, totals, model_only=True)
