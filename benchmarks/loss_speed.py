@@ -16,7 +16,8 @@ just before the measured calls, on CUDA the rise of ``torch.cuda.max_memory_allo
 Times are medians over repeated forward+backward calls after a warm-up.
 
 The naive form is the loss written the obvious way with autograd: one broadcast builds
-all ``B^3`` comparisons at once and autograd keeps them for the backward pass.
+all ``B^3`` comparisons at once and autograd keeps them for the backward pass. It is
+skipped at the batch sizes whose ``(B, B, B)`` tensors would not fit (:func:`naive_fits`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,18 @@ STUDENT_DIM, TEACHER_DIM, TAU = 64, 256, 0.1
 # The naive form keeps about five float32 (B, B, B) tensors alive; skip it where that
 # would not fit in host memory.
 NAIVE_CPU_MAX_BATCH = 512
+NAIVE_LIVE_CUBES = 6  # five, and a margin for the allocator
+
+
+def naive_fits(batch: int, device: str, dtype: str) -> bool:
+    """Whether the naive form's (B, B, B) tensors fit the device: on a CPU up to
+    ``NAIVE_CPU_MAX_BATCH``; on a GPU within 80% of its free memory (B = 1024 needs about
+    20 GB in float32, more than a T4's 15 GB)."""
+    if device != "cuda":
+        return batch <= NAIVE_CPU_MAX_BATCH
+    needed = NAIVE_LIVE_CUBES * batch**3 * torch.empty((), dtype=getattr(torch, dtype)).element_size()
+    free, _ = torch.cuda.mem_get_info()
+    return needed <= 0.8 * free
 
 
 def naive_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -177,8 +190,7 @@ def main() -> None:
                 ours = run_in_subprocess("ours", batch, device, repeats, dtype,
                                          loss_name=args.loss)
                 naive = None
-                if args.loss == "pc" and not args.no_naive and (
-                        device == "cuda" or batch <= NAIVE_CPU_MAX_BATCH):
+                if args.loss == "pc" and not args.no_naive and naive_fits(batch, device, dtype):
                     naive = run_in_subprocess("naive", batch, device, repeats, dtype)
                 before = None
                 if args.before:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,6 +45,15 @@ class CRD(nn.Module):
     The negatives of call ``c`` come from a generator seeded with ``(seed, c)``, so a
     resumed run draws the same ones (the call count is part of the state dict).
 
+    Under DDP (``process_group`` given), each process draws its own negatives (seeded with
+    ``(seed, c, rank)``; rank 0 draws those of one process), and every process applies the
+    same memory update, that of the global batch: the batch's positions and embeddings are
+    gathered from every process before the update, so the banks stay equal on every process
+    and equal those of one process trained on the concatenated batches. ``Z_s`` and ``Z_t``
+    are the mean over processes of each one's first-call estimate. The banks must then not
+    be broadcast by DDP (``broadcast_buffers=False``), which would replace every process's
+    banks with rank 0's before each forward pass.
+
     Args:
         student_dim, teacher_dim: ``q`` and ``p``, the widths of the two sides' features.
         dataset_size: ``N``, the number of training images (the memory banks' rows).
@@ -53,6 +63,9 @@ class CRD(nn.Module):
         nce_m: momentum ``m`` of the memory update (RepDistiller: 0.5).
         seed: seed of the memory banks' initialisation and of the negatives.
         check_finite: check the inputs for NaN/Inf.
+        process_group: ``None`` (default): no collective call. A ``torch.distributed``
+            process group: the memory update of the group's global batch, as above. Every
+            process must hold the same number of samples.
 
     ``forward(student_features, teacher_features, indices)`` takes ``(B, q)`` and ``(B, p)``
     floating tensors and the ``(B,)`` dataset positions of the batch (distinct integers in
@@ -71,6 +84,7 @@ class CRD(nn.Module):
         nce_m: float = 0.5,
         seed: int = 0,
         check_finite: bool = True,
+        process_group: torch.distributed.ProcessGroup | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("student_dim", student_dim), ("teacher_dim", teacher_dim),
@@ -88,6 +102,13 @@ class CRD(nn.Module):
         self.nce_m = float(nce_m)
         self.seed = seed
         self.check_finite = bool(check_finite)
+        if process_group is not None and not (
+            torch.distributed.is_available()
+            and isinstance(process_group, torch.distributed.ProcessGroup)
+        ):
+            raise TypeError(f"process_group must be None or a torch.distributed.ProcessGroup, "
+                            f"got {type(process_group).__name__}")
+        self.process_group = process_group
         self.embed_student = nn.Linear(student_dim, feat_dim)
         self.embed_teacher = nn.Linear(teacher_dim, feat_dim)
         # RepDistiller's initialisation: uniform in [-a, a] with a = 1 / sqrt(feat_dim / 3),
@@ -111,9 +132,13 @@ class CRD(nn.Module):
     def set_extra_state(self, state: dict) -> None:
         self.calls = int(state["calls"])
 
-    def negatives(self, batch: int, device: torch.device) -> torch.Tensor:
-        """The ``(batch, nce_k)`` positions this call contrasts with (uniform draws)."""
-        generator = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + self.calls)
+    def negatives(self, batch: int, device: torch.device, rank: int = 0) -> torch.Tensor:
+        """The ``(batch, nce_k)`` positions this call contrasts with (uniform draws) on the
+        process of rank ``rank``."""
+        seed = self.seed * 1_000_003 + self.calls
+        if rank:
+            seed = int(np.random.SeedSequence([self.seed, self.calls, rank]).generate_state(1)[0])
+        generator = torch.Generator(device=device).manual_seed(seed)
         return torch.randint(0, self.dataset_size, (batch, self.nce_k), device=device,
                              generator=generator)
 
@@ -136,7 +161,11 @@ class CRD(nn.Module):
         device = student_features.device
         indices = indices.to(device=device, dtype=torch.int64)
         batch = indices.shape[0]
-        contrast = torch.cat([indices[:, None], self.negatives(batch, device)], dim=1)
+        group = self.process_group
+        world_size = 1 if group is None else torch.distributed.get_world_size(group)
+        rank = 0 if world_size == 1 else torch.distributed.get_rank(group)
+        contrast = torch.cat([indices[:, None], self.negatives(batch, device, rank)], dim=1)
+        first_call = self.calls == 0
         self.calls += 1
         with torch.autocast(device_type=device.type, enabled=False):
             wide = torch.float64 if torch.float64 in (
@@ -152,12 +181,18 @@ class CRD(nn.Module):
             ])  # (2, B, K + 1): student side, teacher side
             with torch.no_grad():  # Z from the first call, on the device: no host sync
                 first = scores.detach().mean(dim=(1, 2)) * self.dataset_size
+                if world_size > 1 and first_call:  # counted on the host: no device read
+                    torch.distributed.all_reduce(first, group=group)
+                    first = first / world_size
                 self.normalisers.copy_(torch.where(self.normalisers < 0,
                                                    first.to(self.normalisers.dtype),
                                                    self.normalisers))
             probabilities = scores / self.normalisers.to(wide)[:, None, None]
             loss = _nce(probabilities, self.nce_k, self.dataset_size).sum() / batch
             with torch.no_grad():
+                student, teacher = student.detach(), teacher.detach()
+                if world_size > 1:
+                    indices, student, teacher = _gather_batch(indices, student, teacher, group)
                 self._update(self.memory_student, indices, student)
                 self._update(self.memory_teacher, indices, teacher)
         return loss
@@ -167,6 +202,22 @@ class CRD(nn.Module):
         moved = memory[indices] * self.nce_m + embeddings.detach().to(memory.dtype) * (
             1 - self.nce_m)
         memory.index_copy_(0, indices, F.normalize(moved, dim=1))
+
+
+def _gather_batch(indices: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor,
+                  group: torch.distributed.ProcessGroup
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The global batch's positions and both sides' embeddings, in rank order (two
+    all-gathers; every process must hold the same number of samples)."""
+    world_size = torch.distributed.get_world_size(group)
+    embeddings = torch.cat([student, teacher], dim=1).contiguous()
+    parts = [torch.empty_like(embeddings) for _ in range(world_size)]
+    torch.distributed.all_gather(parts, embeddings, group=group)
+    positions = [torch.empty_like(indices) for _ in range(world_size)]
+    torch.distributed.all_gather(positions, indices.contiguous(), group=group)
+    gathered = torch.cat(parts)
+    width = student.shape[1]
+    return torch.cat(positions), gathered[:, :width], gathered[:, width:]
 
 
 def _similarities(memory: torch.Tensor, contrast: torch.Tensor, embeddings: torch.Tensor,

@@ -54,8 +54,11 @@ def triplet_concordance(
             agree = orders[0] == orders[1]
             # leave out j = k, and j = i or k = i
             agree &= ~torch.eye(n, dtype=torch.bool, device=device)
-            agree[anchors - start, anchors, :] = False
-            agree[anchors - start, :, anchors] = False
+            # Masks with a scalar, not indexed assignment, whose False would be a CPU tensor
+            # copied to the device (a copy that waits for it).
+            is_anchor = (anchors[:, None] == torch.arange(n, device=device))
+            agree.masked_fill_(is_anchor[:, :, None], False)
+            agree.masked_fill_(is_anchor[:, None, :], False)
             agreeing += agree.sum()
     return agreeing / (n * (n - 1) * (n - 2))
 
@@ -91,7 +94,7 @@ def knn_agreement(
             members = []
             for features, metric in ((teacher_features, metric_teacher), (student_features, metric_student)):
                 distances = pairwise(features[start:stop], features, metric).clone()
-                distances[anchors - start, anchors] = float("inf")
+                distances.scatter_(1, anchors[:, None], float("inf"))
                 neighbours = distances.topk(k, dim=1, largest=False).indices
                 member = torch.zeros(distances.shape, dtype=torch.bool, device=device)
                 members.append(member.scatter_(1, neighbours, True))

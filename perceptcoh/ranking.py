@@ -51,18 +51,18 @@ def exact_ranks(distances: torch.Tensor, self_index: torch.Tensor) -> torch.Tens
     ``R[a, self_index[a]] = 0``. Cost ``O(c m log m)``. On a CPU the rows are sorted by
     NumPy, whose vectorised sort is several times faster than ``torch.sort`` there.
     """
-    rows = torch.arange(distances.shape[0], device=distances.device)
     m = distances.shape[1]
+    own = self_index[:, None].long()
     # +inf in the anchor's own column puts it after every finite value, out of all counts.
-    masked = distances.detach().clone()
-    masked[rows, self_index] = float("inf")
+    # A scatter with a Python scalar: indexed assignment (``x[rows, own] = inf``) would turn
+    # the scalar into a CPU tensor and copy it to the device, a copy that waits for the GPU.
+    masked = distances.detach().clone().scatter_(1, own, float("inf"))
     if masked.device.type == "cpu":
         counts = torch.from_numpy(_at_most_counts_numpy(masked.numpy()))
     else:
         counts = _at_most_counts_torch(masked)
     ranks = counts.to(distances.dtype) / (m - 1)
-    ranks[rows, self_index] = 0
-    return ranks
+    return ranks.scatter_(1, own, 0.0)
 
 
 def _at_most_counts_torch(distances: torch.Tensor) -> torch.Tensor:
@@ -185,5 +185,4 @@ def soft_ranks(
             tile = tile_sigmoids(scaled[start:stop], low, high, workspace)
             counts = tile.sum(dim=-1) - 0.5 - to_self[start:stop, low:high]
             result[start:stop, low:high] = (1 + counts) / (m - 1)
-    result[rows, self_index] = 0
-    return result
+    return result.scatter_(1, self_index[:, None].long(), 0.0)  # a scalar: no copy to the device

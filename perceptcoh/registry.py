@@ -58,8 +58,9 @@ class LossSpec:
     * ``indexed``: called with a third argument, the batch's positions in the training set.
     * ``device_checks``: the constructor takes ``check_finite`` (a trainer turns it off and
       checks each epoch's loss instead, to keep host synchronisations out of its steps).
-    * ``global_batch``: the constructor takes ``process_group`` (ranking over the global
-      batch under DDP).
+    * ``global_batch``: the constructor takes ``process_group``, which a trainer passes under
+      DDP: PC ranks each process's anchors over the global batch, CRD updates its memory
+      banks with the global batch.
     """
 
     cls: type[nn.Module]
@@ -80,7 +81,8 @@ SPECS: dict[str, LossSpec] = {
     "pkt": LossSpec(PKT, "features", 3e4 / 64),
     "kd": LossSpec(LogitKD, "logits", 1.0),
     # RepDistiller's CRD runs use beta = 0.8.
-    "crd": LossSpec(CRD, "features", 0.8, sized=(*_DIMENSIONS, "dataset_size"), indexed=True),
+    "crd": LossSpec(CRD, "features", 0.8, sized=(*_DIMENSIONS, "dataset_size"), indexed=True,
+                    global_batch=True),
 }
 
 # Views of SPECS, for loops over the losses.

@@ -7,7 +7,7 @@
 #
 # Steps, in the order a session with a GPU runs them (one call each, or several steps in
 # one call joined by "+", e.g. "cuda-tests+bench 300"):
-#   cuda-tests   pytest -k cuda (the tests that skip without a GPU)
+#   cuda-tests   pytest -m cuda on the files that have such tests (they skip without a GPU)
 #   bench        benchmarks/train_speed.py and benchmarks/loss_speed.py on the GPU
 #   dry-run      the comparison's images, FLOPs and estimated time at rates measured here
 #   table        python -m perceptcoh experiment comparison --scale $SCALE: the teacher,
@@ -78,7 +78,9 @@ run_step() {
     shift 2
     case "$step" in
         cuda-tests)
-            timeout -k 10 "$(left "$seconds")" python3 -m pytest -q -k cuda tests ;;
+            # By file: collecting every test module would need all of their imports.
+            mapfile -t files < <(grep -l "pytest.mark.cuda" tests/test_*.py)
+            timeout -k 10 "$(left "$seconds")" python3 -m pytest -q -m cuda "${files[@]}" ;;
         bench)
             timeout -k 10 "$(left "$seconds")" python3 benchmarks/train_speed.py \
                 --json "$OUT/train_speed.json"

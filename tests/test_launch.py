@@ -18,7 +18,8 @@ def test_every_notebook_opens_with_the_colab_cell_of_the_configured_repository()
     for path in SCRIPT["notebooks"]():
         source = SCRIPT["first_code_cell"](__import__("nbformat").read(path, as_version=4)).source
         assert f'"{url}"' in source and f'"{branch}"' in source
-        assert f'os.chdir("perceptcoh/{path.parent.relative_to(ROOT).as_posix()}")' in source
+        folder = path.parent.relative_to(ROOT).as_posix()
+        assert f'os.chdir(os.path.join(clone, "{folder}"))' in source
 
 
 def test_the_launch_buttons_are_configured_from_the_same_repository():

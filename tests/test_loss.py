@@ -299,7 +299,7 @@ def test_training_steps_reduce_the_perception_gap():
     assert after < 0.7 * before
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_cuda_matches_cpu(metric):
     from perceptcoh import perception
@@ -319,7 +319,7 @@ def test_cuda_matches_cpu(metric):
     )
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_default_loss_never_waits_for_the_device():
     student = torch.randn(64, 8, device="cuda", requires_grad=True)
     teacher = torch.randn(64, 32, device="cuda")
@@ -334,7 +334,7 @@ def test_cuda_default_loss_never_waits_for_the_device():
     assert torch.isfinite(student.grad).all()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_finite_check_fails_on_the_device():
     import subprocess
     import sys

@@ -348,9 +348,10 @@ def test_two_processes_reproduce_one_process_with_the_same_global_batch(teacher,
                   batch_size=32, epochs=1, crop_padding=0, flip=False, triplet_points=5)
     single = run(dataclasses.replace(config, output_dir=str(tmp_path / "single")))
     distributed = dataclasses.replace(config, output_dir=str(tmp_path / "ddp"))
-    # fork, not spawn: the workers need not import torch again (seconds each).
+    # fork, not spawn: the workers need not import torch again (seconds each); but a process
+    # that has initialised CUDA (a CUDA test ran before) cannot be forked safely.
     mp.start_processes(_distributed_worker, args=(_free_port(), distributed, str(tmp_path)),
-                       nprocs=2, start_method="fork")
+                       nprocs=2, start_method="spawn" if torch.cuda.is_initialized() else "fork")
     single_state = load_checkpoint(tmp_path / "single" / CHECKPOINT_NAME)["model_state"]
     ddp_state = load_checkpoint(tmp_path / "ddp" / CHECKPOINT_NAME)["model_state"]
     for name, value in single_state.items():
@@ -362,7 +363,7 @@ def test_two_processes_reproduce_one_process_with_the_same_global_batch(teacher,
     assert json.loads((tmp_path / "ddp" / RESULTS_NAME).read_text())["world_size"] == 2
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("method", ["ce", "pc", "fitnet", "cc", "sp", "rkd", "pkt", "kd"])
 def test_a_cuda_training_step_never_waits_for_the_device(teacher, method):
     session = prepare(tiny(method=method, teacher_checkpoint=str(teacher[0]), device="cuda",

@@ -328,7 +328,7 @@ def retrieval_map(
             rows = torch.arange(start, stop, device=device)
             distances = pairwise(features[start:stop], features, metric).clone()
             # The query itself sorts last, out of its own ranking.
-            distances[rows - start, rows] = float("inf")
+            distances.scatter_(1, rows[:, None], float("inf"))  # a scalar: no copy to the device
             order = distances.argsort(dim=1, stable=True)[:, : n - 1]
             relevant = (labels[order] == labels[start:stop, None]) & (order != rows[:, None])
             hits = relevant.double()
@@ -608,10 +608,17 @@ def evaluate_checkpoint(
     if test_subset is not None:
         test_set = test_set.subset(seeded_prefix(len(test_set), test_subset, seed + 1))
     classifier = config.get("protocol") == "supervised" or on_logits(config.get("method"))
+    # Inputs in the memory format the run used, and the models in it too (a checkpoint's
+    # model is rebuilt contiguous): as the run's own evaluation was computed.
+    channels_last = bool(config.get("channels_last", True))
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    student = student.to(memory_format=memory_format)
+    if teacher is not None:
+        teacher = teacher.to(memory_format=memory_format)
     metrics = evaluate_models(
         student, test_set.to(resolved), train_set=train_set.to(resolved), teacher=teacher,
         classifier=classifier, k=k, max_points=triplet_points, batch_size=batch_size,
-        channels_last=True, seed=seed,
+        channels_last=channels_last, seed=seed,
     )
     output = Path(output) if output is not None else path.with_name("evaluation.json")
     results = {
@@ -625,7 +632,7 @@ def evaluate_checkpoint(
         "settings": {"k": k, "triplet_points": triplet_points, "train_subset": train_subset,
                      "test_subset": test_subset, "seed": seed},
         "run_config": config,
-        "provenance": provenance(),
+        "provenance": provenance(device=resolved),
         "output": str(output),
     }
     atomic_write_text(output, json.dumps(results, indent=2) + "\n")

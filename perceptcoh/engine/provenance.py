@@ -13,10 +13,13 @@ import torch
 __all__ = ["provenance"]
 
 
-def provenance(command: list[str] | None = None) -> dict[str, object]:
+def provenance(command: list[str] | None = None,
+               device: torch.device | str | None = None) -> dict[str, object]:
     """Git commit, device, library versions and time of a run, as a JSON-ready dict.
 
-    ``command`` defaults to the running process's ``sys.argv``. The commit is the one
+    ``command`` defaults to the running process's ``sys.argv``. ``device`` is the device the
+    run computed on: ``"cpu"`` for a CPU, the GPU's name for a CUDA device; without it, the
+    machine's first GPU if it has one (a ``--device cpu`` run on a GPU machine must pass it). The commit is the one
     checked out when this module was first imported, which is the code the process runs
     even if the checkout moves on during a long run (``None`` outside a git checkout);
     ``git_dirty`` says whether tracked files differed from it then.
@@ -25,13 +28,22 @@ def provenance(command: list[str] | None = None) -> dict[str, object]:
         "command": list(sys.argv if command is None else command),
         "git_commit": _STARTED_AT["commit"],
         "git_dirty": _STARTED_AT["dirty"],
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "device": _device_name(device),
         "cpu": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _device_name(device: torch.device | str | None) -> str:
+    if device is None:
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
 
 
 def _git(*arguments: str) -> str | None:

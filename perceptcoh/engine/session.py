@@ -252,7 +252,8 @@ def _prepare_student(config: TrainConfig, teacher: nn.Module | None, teacher_inf
             # The epoch's loss is checked once instead: no host synchronisation per step.
             options.setdefault("check_finite", False)
         if world_size > 1 and spec.global_batch:
-            # PC ranks each process's anchors against the global batch (an explicit opt-in).
+            # PC ranks each process's anchors against the global batch (an explicit opt-in);
+            # CRD updates its memory banks with the global batch.
             options.setdefault("process_group", torch.distributed.group.WORLD)
         transfer_loss = build_loss(
             config.method,
@@ -286,9 +287,13 @@ def _prepare_student(config: TrainConfig, teacher: nn.Module | None, teacher_inf
     if world_size > 1:
         # A pure feature loss leaves the student's classifier without gradient.
         unused = config.protocol == "pure" and not on_logits(config.method)
+        # No buffer broadcast: it would overwrite every process's CRD memory banks (two
+        # 50,000 x 128 buffers, 51 MB a step) with rank 0's, which CRD keeps equal on every
+        # process by gathering each update instead. Batch-norm statistics then stay each
+        # process's own; rank 0's, the ones saved, are what the broadcast gave it anyway.
         objective = nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=unused,
+            find_unused_parameters=unused, broadcast_buffers=False,
         )
     parameters = list(student.parameters())
     if transfer_loss is not None:
