@@ -403,7 +403,9 @@ def run_plan(
         "student_passes": len(passes),
         "wall_time_seconds": {"teachers": teacher_seconds, "students": student_seconds,
                               "total": teacher_seconds + student_seconds},
-        "provenance": provenance(),
+        # The plan's device as its runs chose it ("auto": the machine's first GPU if any).
+        "provenance": provenance(device=None if unique[0].device == "auto"
+                                 else unique[0].device),
     }
     if output is not None:
         atomic_write_text(output, json.dumps(document, indent=1) + "\n")
