@@ -30,21 +30,13 @@ from perceptcoh.engine.collapse import COLLAPSE_IMAGES
 from perceptcoh.engine.data import DATA_ENV, load_dataset, normalize
 from perceptcoh.engine.experiments import SCALES, comparison_plan, run_plan
 from perceptcoh.engine.report import COLLAPSE_FOOTNOTE, collapsed_runs, comparison_table
+from test_experiments import TINY as EXPERIMENT_TINY
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-# Digits, tiny models: a teacher trained 1 epoch, students 2 epochs, seeds 0 and 1.
-TINY = {
-    "description": "digits, tiny models, for tests",
-    "teacher": {"dataset": "digits", "model": "digits_cnn", "epochs": 1, "batch_size": 64,
-                "lr": 0.1, "train_subset": 256, "test_subset": 60, "triplet_points": 20,
-                "output_dir": "runs/tiny/teacher"},
-    "student": {"dataset": "digits", "model_options": {"feature_dim": 4}, "epochs": 2,
-                "batch_size": 32, "lr": 0.1, "train_subset": 128, "test_subset": 60,
-                "eval_every": 0, "triplet_points": 20, "teacher_probes": False},
-    "pairs": (("digits_cnn", "digits_mlp"),),
-    "seeds": (0, 1),
-}
+# The tiny digits scale of the experiment tests, with students trained 2 epochs (so that
+# history holds more than one epoch record).
+TINY = {**EXPERIMENT_TINY, "student": {**EXPERIMENT_TINY["student"], "epochs": 2}}
 
 
 def judged(features: torch.Tensor, num_classes: int = 10) -> tuple[dict, list[str]]:
