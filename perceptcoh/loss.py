@@ -16,7 +16,14 @@ from ._validation import (
     check_same_batch,
 )
 from .dissimilarity import pairwise
-from .ranking import comparison_tiles, exact_ranks, row_scale, soft_ranks, tile_sigmoids
+from .ranking import (
+    comparison_tiles,
+    exact_ranks,
+    row_scale,
+    row_scale_floor,
+    soft_ranks,
+    tile_sigmoids,
+)
 
 __all__ = ["PerceptionCoherenceLoss"]
 
@@ -272,6 +279,6 @@ def _add_scale_gradient(gradient: torch.Tensor, distances: torch.Tensor, scale: 
     """
     m = distances.shape[1]
     radial = (gradient * distances).sum(dim=1)
-    floor = torch.finfo(distances.dtype).tiny ** 0.5
+    floor = row_scale_floor(distances.dtype)
     correction = (radial / ((m - 1) * scale)).masked_fill_(scale <= floor, 0)
     gradient.sub_(correction[:, None]).masked_fill_(is_self, 0)

@@ -111,7 +111,12 @@ def row_scale(distances: torch.Tensor, self_index: torch.Tensor) -> torch.Tensor
     rows = torch.arange(distances.shape[0], device=distances.device)
     own = distances[rows, self_index]
     mean = (distances.sum(dim=1) - own) / (distances.shape[1] - 1)
-    return mean.clamp_min(torch.finfo(distances.dtype).tiny ** 0.5)
+    return mean.clamp_min(row_scale_floor(distances.dtype))
+
+
+def row_scale_floor(dtype: torch.dtype) -> float:
+    """The floor of :func:`row_scale`: the square root of ``dtype``'s smallest normal number."""
+    return torch.finfo(dtype).tiny ** 0.5
 
 
 def comparison_tiles(
