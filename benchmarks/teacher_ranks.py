@@ -1,7 +1,9 @@
 """How much autocast moves the teacher's ranks: the shipped resnet20 teacher's features on
 CIFAR-100 test images in float32, against the same features under bf16 and fp16 autocast
-(what :func:`perceptcoh.engine.loop.teacher_forward` gives on a GPU), ranked as the PC loss
-ranks them, per batch.
+with the whole forward in the autocast precision, and with the last stage and classifier in
+float32 (:func:`perceptcoh.models.base.float32_last_stage`, what
+:func:`perceptcoh.engine.loop.teacher_forward` gives on a GPU), ranked as the PC loss ranks
+them, per batch.
 
     OMP_NUM_THREADS=1 python benchmarks/teacher_ranks.py --json results/teacher-ranks-autocast.json
 
@@ -17,6 +19,7 @@ runs on the CPU here; a GPU's bf16/fp16 convolutions round alike but not bit for
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -30,8 +33,12 @@ from perceptcoh.engine.data import load_dataset, normalize
 from perceptcoh.engine.files import seeded_prefix
 from perceptcoh.engine.provenance import provenance
 from perceptcoh.engine.shipped import shipped_teacher
+from perceptcoh.models.base import float32_last_stage
 
 THRESHOLD = 0.01  # the share of a row's pairs above which the teacher's last stage goes fp32
+VARIANTS = (("bf16", torch.bfloat16, False), ("fp16", torch.float16, False),
+            ("bf16, last stage fp32", torch.bfloat16, True),
+            ("fp16, last stage fp32", torch.float16, True))
 
 
 def features(model: torch.nn.Module, images: torch.Tensor, mean, std, dtype: torch.dtype | None,
@@ -81,8 +88,9 @@ def main() -> None:
     std = torch.tensor(test_set.std, dtype=torch.float32)
     reference = features(model, images, mean, std, None)
     rows = []
-    for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
-        rounded = features(model, images, mean, std, dtype)
+    for name, dtype, last_stage_fp32 in VARIANTS:
+        variant = float32_last_stage(copy.deepcopy(model)) if last_stage_fp32 else model
+        rounded = features(variant, images, mean, std, dtype)
         relative = float(((rounded - reference).norm(dim=1) / reference.norm(dim=1)).mean())
         for batch in args.batch_sizes:
             fractions, gaps = [], []

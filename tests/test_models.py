@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from perceptcoh.models import MODELS, FeatureClassifier, build_model
+from perceptcoh.models.base import float32_last_stage
 
 # Published sizes with 100 classes (Tian et al. 2020, table of RepDistiller's models), and
 # the exact counts of the architectures as defined there (conv biases in VGG included).
@@ -109,3 +110,42 @@ def test_build_model_errors():
             build_model("resnet20", bad)
     with pytest.raises(TypeError, match="feature_dim"):
         build_model("resnet20", 100, feature_dim=8)
+
+
+@pytest.mark.parametrize("name", CIFAR_MODELS + DIGITS_MODELS)
+def test_last_stage_holds_submodules_and_float32_keeps_values_and_weights(name):
+    torch.manual_seed(0)
+    model = build_model(name, 10).eval()
+    stage = model.last_stage()
+    submodules = {id(module) for module in model.modules()}
+    assert stage and all(id(module) in submodules for module in stage)
+    x = torch.randn(3, 1, 8, 8) if name in DIGITS_MODELS else torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        state = {key: value.clone() for key, value in model.state_dict().items()}
+        float32_last_stage(float32_last_stage(model))  # twice: wrapped once
+        after = model(x)
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in state.items())
+    # Without autocast nothing changes, bit for bit.
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_float32_last_stage_under_bf16_autocast_is_the_float32_stage_of_the_rounded_trunk():
+    torch.manual_seed(0)
+    model = build_model("resnet8", 10).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded_features, rounded_logits = model(x)
+            trunk = model.stages[:-1](model.stem(x))
+        assert rounded_features.dtype == torch.bfloat16 and trunk.dtype == torch.bfloat16
+        last = model.stages[-1](trunk.float())
+        expected = torch.nn.functional.adaptive_avg_pool2d(last, 1).flatten(1)
+        float32_last_stage(model)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            features, logits = model(x)
+    assert features.dtype == torch.float32 and logits.dtype == torch.float32
+    assert torch.equal(features, expected)
+    assert torch.equal(logits, model.classifier(expected))
+    assert not torch.equal(features, rounded_features.float())

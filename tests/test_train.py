@@ -420,3 +420,17 @@ def test_fp32_runs_have_no_scaler_and_say_so(tmp_path):
     results = run(tiny(output_dir=str(tmp_path)))
     assert results["precision"] == "fp32"  # "auto" on a CPU
     assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["scaler"] is None
+
+
+def test_under_autocast_the_teacher_computes_its_last_stage_in_float32():
+    from perceptcoh.engine.loop import teacher_forward
+    from perceptcoh.engine.session import prepare
+    from perceptcoh.models import build_model
+
+    for precision, wrapped in (("bf16", True), ("fp32", False)):
+        session = prepare(tiny(method="pc", precision=precision),
+                          teacher=build_model("digits_cnn", 10))
+        assert getattr(session.teacher.project, "_float32_forward", False) is wrapped
+        inputs = session.train_set.images[:8].float().div(255)
+        features, logits = teacher_forward(session, session.teacher, inputs)
+        assert features.dtype == torch.float32 and logits.dtype == torch.float32

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import build_model
+from ..models.base import FeatureClassifier, float32_last_stage
 from ..registry import SPECS, build_loss
 from .checkpoint import load_teacher
 from .config import COHORT_FIELDS, DEFAULT_BETA, TrainConfig, data_seed, on_logits, \
@@ -167,6 +168,7 @@ def prepare_cohort(configs: list[TrainConfig], *, teacher: nn.Module | None = No
     if steps_per_epoch == 0:
         raise ValueError(f"the training set ({len(train_set)} images) is smaller than one "
                          f"batch ({lead.batch_size})")
+    precision = resolve_precision(lead.precision, device)
     transfer = [config for config in configs if config.method != "ce"]
     teacher_info = None
     if transfer:
@@ -175,6 +177,10 @@ def prepare_cohort(configs: list[TrainConfig], *, teacher: nn.Module | None = No
         else:
             teacher_info = {"model": transfer[0].teacher, "checkpoint": None, "sha256": None}
         teacher = teacher.to(device, memory_format=memory_format).eval().requires_grad_(False)
+        if precision != "fp32" and isinstance(teacher, FeatureClassifier):
+            # The teacher's ranks are taken as exact: its features come from a float32 last
+            # stage (see perceptcoh.engine.loop's docstring for the measurement).
+            teacher = float32_last_stage(teacher)
         if lead.compile:
             teacher.compile()
     normalisation = _normalisation(train_set, device)
@@ -183,7 +189,6 @@ def prepare_cohort(configs: list[TrainConfig], *, teacher: nn.Module | None = No
         padding if lead.crop_padding is None else lead.crop_padding,
         flip if lead.flip is None else lead.flip,
     )
-    precision = resolve_precision(lead.precision, device)
     shared = dict(device=device, rank=rank, world_size=world_size, train_set=train_set,
                   test_set=test_set, probe_set=probe_set, steps_per_epoch=steps_per_epoch,
                   local_batch=local_batch, augmentation=augmentation,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["FeatureClassifier", "initialize"]
+__all__ = ["FeatureClassifier", "float32_last_stage", "initialize"]
 
 
 class FeatureClassifier(nn.Module):
@@ -27,10 +27,42 @@ class FeatureClassifier(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def last_stage(self) -> list[nn.Module]:
+        """The modules that compute the features from the last stage's input (the last
+        resolution's blocks of a ResNet, the last 1x1 convolution of a MobileNet), which
+        :func:`float32_last_stage` runs in float32 under autocast."""
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``(B, C, H, W)`` -> ``(features (B, feature_dim), logits (B, num_classes))``."""
         features = self.features(x)
         return features, self.classifier(features)
+
+
+def float32_last_stage(model: FeatureClassifier) -> FeatureClassifier:
+    """Run ``model``'s :meth:`~FeatureClassifier.last_stage` and classifier in float32, with
+    autocast off, whatever precision the rest runs in; returns ``model``, changed in place.
+
+    The engine does this to the teacher under bf16/fp16 autocast: the ranks the PC loss takes
+    as exact are those of its features, and a bf16 forward reorders up to 1.3% of a row's
+    pairs (``benchmarks/teacher_ranks.py``). Each module's ``forward`` is wrapped on the
+    instance, so the weights and the ``state_dict`` are unchanged; without autocast the
+    wrapped forward computes the same values as before, bit for bit.
+    """
+    for module in [*model.last_stage(), model.classifier]:
+        if getattr(module, "_float32_forward", False):
+            continue
+        module.forward = _in_float32(module.forward)
+        module._float32_forward = True
+    return model
+
+
+def _in_float32(forward):
+    def forward_in_float32(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return forward(x.float())
+
+    return forward_in_float32
 
 
 def initialize(model: nn.Module, *, linear_std: float | None = None) -> None:

@@ -41,6 +41,10 @@ class DigitsCNN(FeatureClassifier):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.project(self.body(x).flatten(1)))
 
+    def last_stage(self) -> list[nn.Module]:
+        """The fully connected layer to the features."""
+        return [self.project]
+
 
 class DigitsMLP(FeatureClassifier):
     """Student: ``64 -> hidden_dim`` (ReLU) ``-> feature_dim``, then the linear classifier.
@@ -66,6 +70,10 @@ class DigitsMLP(FeatureClassifier):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.bottleneck(F.relu(self.hidden(x.flatten(1))))
+
+    def last_stage(self) -> list[nn.Module]:
+        """The linear bottleneck to the features."""
+        return [self.bottleneck]
 
 
 def _check_width(value: object, name: str) -> None:

@@ -94,6 +94,10 @@ class MobileNetV2(FeatureClassifier):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(self.body(x), 1).flatten(1)
 
+    def last_stage(self) -> list[nn.Module]:
+        """The last 1x1 convolution to ``feature_dim`` channels, its batch norm and ReLU."""
+        return list(self.body)[-3:]
+
 
 def mobilenetv2(num_classes: int, *, width: float = 0.5) -> MobileNetV2:
     """MobileNetV2 at half width (RepDistiller's ``mobile_half``), 0.81M parameters with

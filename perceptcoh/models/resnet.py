@@ -72,6 +72,10 @@ class CifarResNet(FeatureClassifier):
         out = self.stages(self.stem(x))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
+    def last_stage(self) -> list[nn.Module]:
+        """The blocks on 8x8 maps."""
+        return [self.stages[-1]]
+
 
 _NARROW = (16, 16, 32, 64)
 _WIDE = (32, 64, 128, 256)

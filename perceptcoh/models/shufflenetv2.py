@@ -89,6 +89,10 @@ class ShuffleNetV2(FeatureClassifier):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(self.body(x), 1).flatten(1)
 
+    def last_stage(self) -> list[nn.Module]:
+        """The last 1x1 convolution to ``feature_dim`` channels with its batch norm, and ReLU."""
+        return list(self.body)[-2:]
+
 
 def shufflenetv2(num_classes: int) -> ShuffleNetV2:
     """ShuffleNetV2 1x (RepDistiller's ``ShuffleV2``), 1.36M parameters with 100 classes."""

@@ -41,10 +41,15 @@ class VGG(FeatureClassifier):
             if index < _POOLED_STAGES:
                 layers.append(nn.MaxPool2d(2, 2))
         self.body = nn.Sequential(*layers)
+        self.last_stage_convolutions = len(stages[-1])
         initialize(self, linear_std=0.01)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(self.body(x), 1).flatten(1)
+
+    def last_stage(self) -> list[nn.Module]:
+        """The last stage's convolutions, batch norms and ReLUs."""
+        return list(self.body)[-3 * self.last_stage_convolutions :]
 
 
 def vgg8(num_classes: int) -> VGG:

@@ -55,6 +55,7 @@ class WideResNet(FeatureClassifier):
                 blocks.append(WideBlock(in_channels, width, stride if index == 0 else 1))
                 in_channels = width
         self.blocks = nn.Sequential(*blocks)
+        self.blocks_per_stage = blocks_per_stage
         self.bn = nn.BatchNorm2d(widths[2])
         initialize(self)
         nn.init.zeros_(self.classifier.bias)
@@ -62,6 +63,10 @@ class WideResNet(FeatureClassifier):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn(self.blocks(self.stem(x))))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+    def last_stage(self) -> list[nn.Module]:
+        """The blocks on 8x8 maps (the final batch norm follows them in their precision)."""
+        return list(self.blocks)[-self.blocks_per_stage :]
 
 
 def wrn_16_2(num_classes: int) -> WideResNet:
