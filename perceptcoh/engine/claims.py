@@ -1,0 +1,174 @@
+"""A chapter's statistical claims as data: declared in one table, checked by one function,
+shown as one HTML table.
+
+A chapter writes its claims as rows, each read as a sentence::
+
+    CLAIMS = [
+        # protocol,  score,   A,     relation,     B,        tolerance
+        ("pure",     "gap",   "pc",  "ahead of",   "rkd"),
+        ("pure",     "probe", "pc",  "not behind", "rkd",    0.03),
+        ("supervised", "top1", "pc", "on par with", "rkd",   0.03),
+        ("pure",     "rho",   "per seed", "below", 0.0),
+    ]
+    claims = check_claims(CLAIMS, scores, lower_is_better={"gap", "rho"})
+    display(claims)                        # the table: statistic, threshold, margin, verdict
+    assert claims.hold, claims.failures    # nbval fails here when a claim stops holding
+
+``scores(method, protocol, score)`` returns the per-seed scores (one per seed, in the same
+seed order for every method, so comparisons are paired). ``A`` and ``B`` are method names, or
+``(method, protocol)`` for a method of another protocol (CE only in a pure-protocol claim); a
+number ``B`` is a fixed value. The relations, with :mod:`perceptcoh.stats`' tests at
+``alpha`` (one-sided 95% by default), "better" meaning lower for the scores in
+``lower_is_better``:
+
+==================  ==============================================  =======================
+relation            holds when                                      test
+==================  ==============================================  =======================
+``ahead of``        A is better than B                              :func:`~perceptcoh.stats.ahead`
+``not behind``      A is not worse than B by ``tolerance`` or more  :func:`~perceptcoh.stats.ahead`
+``on par with``     A and B differ by less than ``tolerance``       :func:`~perceptcoh.stats.on_par`
+``above``           A's mean is above the number B                  :func:`~perceptcoh.stats.exceeds`
+``below``           A's mean is below the number B                  :func:`~perceptcoh.stats.exceeds`
+==================  ==============================================  =======================
+
+A row that ends with ``PRINTED`` (after the tolerance) is a comparison the chapter shows but
+does not claim: it is checked and shown alike, marked "printed", and never fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..stats import DEFAULT_ALPHA, Claim, ahead, exceeds, on_par
+from .report import html_table
+
+__all__ = ["PRINTED", "RELATIONS", "CheckedClaims", "ClaimRow", "check_claims"]
+
+PRINTED = "printed"
+RELATIONS = ("ahead of", "not behind", "on par with", "above", "below")
+
+Side = str | tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    """One declared claim: ``a`` is ``relation`` ``b`` on ``score`` in ``protocol``."""
+
+    protocol: str
+    score: str
+    a: Side
+    relation: str
+    b: Side | float
+    tolerance: float = 0.0
+    asserted: bool = True
+
+    @classmethod
+    def parse(cls, row: Sequence) -> ClaimRow:
+        """A row as a chapter writes it: ``(protocol, score, a, relation, b[, tolerance][,
+        PRINTED])``."""
+        values = list(row)
+        asserted = not (values and values[-1] == PRINTED)
+        if not asserted:
+            values.pop()
+        if len(values) not in (5, 6):
+            raise ValueError(f"a claim row is (protocol, score, A, relation, B[, tolerance]"
+                             f"[, PRINTED]), got {tuple(row)!r}")
+        claim = cls(*values, asserted=asserted)
+        if claim.relation not in RELATIONS:
+            raise ValueError(f"relation must be one of {RELATIONS}, got {claim.relation!r} "
+                             f"in {tuple(row)!r}")
+        numeric = claim.relation in ("above", "below")
+        if numeric != isinstance(claim.b, (int, float)):
+            raise ValueError(f"B must be a number exactly when the relation is 'above' or "
+                             f"'below', got {claim.b!r} in {tuple(row)!r}")
+        needs_tolerance = claim.relation in ("not behind", "on par with")
+        if needs_tolerance != (claim.tolerance > 0):
+            raise ValueError(f"a positive tolerance goes with 'not behind' and 'on par with' "
+                             f"only, got {claim.tolerance!r} in {tuple(row)!r}")
+        return claim
+
+    def side(self, side: Side) -> tuple[str, str]:
+        return (side, self.protocol) if isinstance(side, str) else tuple(side)
+
+    def sentence(self, lower_is_better: bool) -> str:
+        """The claim in words, e.g. "pure gap (lower is better): pc ahead of rkd"."""
+        def name(side):
+            method, protocol = self.side(side)
+            return method if protocol == self.protocol else f"{method} ({protocol})"
+
+        b = f"{self.b:g}" if isinstance(self.b, (int, float)) else name(self.b)
+        within = f" by {self.tolerance:g}" if self.relation == "not behind" else (
+            f" within {self.tolerance:g}" if self.relation == "on par with" else "")
+        better = " (lower is better)" if lower_is_better else ""
+        return f"{self.protocol} {self.score}{better}: {name(self.a)} {self.relation} {b}{within}"
+
+
+@dataclass(frozen=True)
+class CheckedClaims:
+    """The claims of :func:`check_claims`, each with its test's :class:`~perceptcoh.stats.Claim`;
+    shown in a notebook as an HTML table."""
+
+    rows: tuple[ClaimRow, ...]
+    results: tuple[Claim, ...]
+    caption: str
+
+    @property
+    def hold(self) -> bool:
+        """Whether every asserted claim holds (printed rows never fail)."""
+        return all(claim.holds for row, claim in zip(self.rows, self.results) if row.asserted)
+
+    @property
+    def failures(self) -> list[str]:
+        """The asserted claims that fail, as text (the message of the chapter's assert)."""
+        return [str(claim) for row, claim in zip(self.rows, self.results)
+                if row.asserted and not claim.holds]
+
+    def of(self, row: Sequence) -> Claim:
+        """The result of the claim declared as ``row``."""
+        return self.results[self.rows.index(ClaimRow.parse(row))]
+
+    def _repr_html_(self) -> str:
+        lines = []
+        for row, claim in zip(self.rows, self.results):
+            relation = ">" if claim.kind == "ahead" else "<"
+            verdict = ("holds" if claim.holds else "fails") if row.asserted else (
+                "printed: " + ("would hold" if claim.holds else "does not hold"))
+            lines.append([claim.name, f"{claim.statistic:+.4f}", relation,
+                          f"{claim.threshold:+.4f}", f"{claim.margin:.1f}", verdict])
+        return html_table(["claim", "statistic", "", "threshold", "margin (se)", "verdict"],
+                          lines, caption=self.caption)
+
+
+def check_claims(rows: Sequence[Sequence], scores: Callable[[str, str, str], Sequence[float]],
+                 *, lower_is_better: Collection[str] = (), alpha: float = DEFAULT_ALPHA,
+                 caption: str = "The chapter's claims") -> CheckedClaims:
+    """Check every claim of ``rows`` (see the module's docstring) on the per-seed
+    ``scores(method, protocol, score)``.
+
+    The statistic of each claim is the end of its ``(1 - 2 alpha)`` interval that decides it,
+    the margin is how far it clears the threshold in standard errors (:class:`perceptcoh.stats.
+    Claim`). Raises ``ValueError`` on a malformed row; never raises on a claim that fails:
+    the chapter asserts :attr:`CheckedClaims.hold`.
+    """
+    parsed = tuple(ClaimRow.parse(row) for row in rows)
+    if not parsed:
+        raise ValueError("rows must declare at least one claim")
+    results = []
+    for row in parsed:
+        lower = row.score in lower_is_better
+        name = row.sentence(lower)
+        a = np.asarray(scores(*row.side(row.a), row.score), dtype=np.float64)
+        if row.relation in ("above", "below"):
+            results.append(exceeds(a, row.b, name, alpha,
+                                   lower_is_better=row.relation == "below"))
+            continue
+        b = np.asarray(scores(*row.side(row.b), row.score), dtype=np.float64)
+        if row.relation == "on par with":
+            results.append(on_par(a, b, row.tolerance, name, alpha, paired=True))
+        else:
+            results.append(ahead(a, b, name, alpha, lower_is_better=lower,
+                                 tolerance=row.tolerance, paired=True))
+    return CheckedClaims(parsed, tuple(results), caption)
