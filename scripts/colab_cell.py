@@ -2,12 +2,13 @@
 
 On Colab that cell clones the book's repository (``repository.url``) at the book's branch
 (``repository.branch``, the one the launch buttons open), installs the library from the
-clone, and moves into the notebook's folder, so that saved results, the shipped teacher and
-the benchmarks are where the notebook looks; elsewhere it does nothing. Run again, or in a
-restarted runtime, it finds the same clone and moves into the same folder. It keeps an
-installed torch and torchvision that meet the library's lower bounds (``pyproject.toml``),
-pinning them in a pip constraint, and prints the versions it found. The repository is
-named once, in ``_config.yml``:
+clone (``scripts/colab_setup.py``: an installed torch and torchvision that meet the
+library's lower bounds are kept, and the versions found are printed), and moves into the
+notebook's folder, so that saved results, the shipped teacher and the benchmarks are where
+the notebook looks; elsewhere it does nothing. The clone is where the first run started
+(``/content/perceptcoh``): run again, from the notebook's folder inside it, or in a
+restarted runtime, the cell finds the same clone and moves into the same folder. The
+repository is named once, in ``_config.yml``:
 
     python scripts/colab_cell.py           # rewrite the cells after editing _config.yml
     python scripts/colab_cell.py --check   # exit 1, naming them, if a cell is not current
@@ -28,46 +29,17 @@ ROOT = Path(__file__).resolve().parents[1]
 MARKER = '"google.colab" in sys.modules'
 
 TEMPLATE = '''import os
+import runpy
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:
-    # The book's repository at the book's branch: the library, the saved results and the
-    # shipped teacher. _config.yml names it; scripts/colab_cell.py writes this cell.
-    repository, branch = "{url}", "{branch}"
-    # One clone, where the first run started (/content/perceptcoh): a re-run, which
-    # starts in the notebook's folder inside it, and a restarted runtime find it again.
+if "google.colab" in sys.modules:  # clone the book's repository once, install from it
     clone = os.environ.setdefault("PERCEPTCOH_CLONE", os.path.abspath("perceptcoh"))
     if not os.path.isdir(os.path.join(clone, ".git")):
-        subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", branch,
-                        repository, clone], check=True)
-    # Colab's torch and torchvision stay when they meet the library's lower bounds
-    # (pinned by a pip constraint): a new torch is a download of several GB.
-    import re
-    from importlib.metadata import PackageNotFoundError, version
-
-    def release(text):  # "2.9.1+cu126" -> (2, 9, 1)
-        return tuple(int(n) for n in re.findall(r"\\d+", text.split("+")[0])[:3])
-
-    bounds = dict(re.findall(r'"(torch|torchvision)>=([\\d.]+)"',
-                             open(os.path.join(clone, "pyproject.toml")).read()))
-    constraints, wanted = os.path.join(clone, ".colab-constraints.txt"), []
-    with open(constraints, "w") as pins:
-        for package, lowest in sorted(bounds.items()):
-            try:
-                found = version(package)
-            except PackageNotFoundError:
-                found = None
-            if found is not None and release(found) >= release(lowest):
-                print(f"{{package}} {{found}}: kept")
-                pins.write(f"{{package}}=={{found}}\\n")
-            else:
-                print(f"{{package}} {{found or 'not installed'}}: the library needs "
-                      f"{{package}}>={{lowest}}; pip installs it")
-                wanted.append(f'"{{package}}>={{lowest}}"')  # quoted: %pip runs a shell
-    install = " ".join(["install -q -e", clone, *wanted, "-c", constraints])
-    get_ipython().run_line_magic("pip", install)
-    sys.path.insert(0, clone)  # the kernel predates the install
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", "{branch}",
+                        "{url}", clone], check=True)
+    setup = runpy.run_path(os.path.join(clone, "scripts", "colab_setup.py"))
+    setup["install"](clone, get_ipython())  # keeps Colab's torch if recent enough
     os.chdir(os.path.join(clone, "{folder}"))'''
 
 

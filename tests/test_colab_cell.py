@@ -36,6 +36,9 @@ def origin(tmp_path: Path, pyproject: str) -> str:
     (repository / "book" / "theory").mkdir(parents=True)
     (repository / "pyproject.toml").write_text(pyproject)
     (repository / "book" / "theory" / "04_loss.ipynb").write_text("{}")
+    (repository / "scripts").mkdir()
+    setup = (ROOT / "scripts" / "colab_setup.py").read_text()
+    (repository / "scripts" / "colab_setup.py").write_text(setup)
     _, branch = SCRIPT["repository"]()
     git = ["git", "-C", str(repository), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git[:3], "init", "-q", "-b", branch], check=True)
