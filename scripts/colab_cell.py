@@ -33,13 +33,16 @@ import runpy
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # clone the book's repository once, install from it
-    clone = os.environ.setdefault("PERCEPTCOH_CLONE", os.path.abspath("perceptcoh"))
+if "google.colab" in sys.modules:  # clone the book once, install from it
+    url, branch = "{url}", "{branch}"
+    clone = os.environ.setdefault(
+        "PERCEPTCOH_CLONE", os.path.abspath("perceptcoh"))
     if not os.path.isdir(os.path.join(clone, ".git")):
-        subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", "{branch}",
-                        "{url}", clone], check=True)
-    setup = runpy.run_path(os.path.join(clone, "scripts", "colab_setup.py"))
-    setup["install"](clone, get_ipython())  # keeps Colab's torch if recent enough
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch",
+                        branch, url, clone], check=True)
+    setup = os.path.join(clone, "scripts", "colab_setup.py")
+    # keeps Colab's torch and torchvision where recent enough
+    runpy.run_path(setup)["install"](clone, get_ipython())
     os.chdir(os.path.join(clone, "{folder}"))'''
 
 

@@ -8,7 +8,8 @@ which CI cannot reach, so a copy of the site with the CDN address replaced is se
 
 At 1280 px wide every page must have no MathJax error, no raw TeX or stray ``$`` left in its
 text, every image loaded, no display equation or table wider than the content column, no
-error output cell, and, for a notebook, its Colab launch button. At 412 px wide (a phone)
+error output cell, no code block (a cell's input or code in the prose) that scrolls
+sideways, and, for a notebook, its Colab launch button. At 412 px wide (a phone)
 the horizontal overflow of each page is reported, not failed. Two pages are screenshot.
 The report, with the test's wall time, goes to ``_build/browser/report.json`` with the
 screenshots; nothing from it is committed.
@@ -90,6 +91,11 @@ const done = arguments[arguments.length - 1];
                                       .map(i => i.getAttribute("src")),
     wideMath: wide(article.querySelectorAll('mjx-container[display="true"]'), "mjx-math"),
     wideTables: wide(article.querySelectorAll("table")),
+    wideCode: [...article.querySelectorAll("div.highlight pre")]
+      .filter(pre => !pre.closest(".cell_output") && pre.scrollWidth > pre.clientWidth + 1)
+      .map(pre => ({width: pre.scrollWidth, box: pre.clientWidth,
+                    text: pre.textContent.split("\n").reduce(
+                      (a, b) => (b.length > a.length ? b : a), "").slice(0, 80)})),
     errorOutputs: article.querySelectorAll(".output.traceback, .output.error").length,
     launch: !!document.querySelector('a[href*="colab.research.google.com"]'),
     overflow: Math.max(0, document.documentElement.scrollWidth - window.innerWidth),
@@ -184,6 +190,7 @@ def test_every_page_reads_cleanly_in_a_browser(site, browser):
             "images that did not load": desktop["brokenImages"],
             f"display math wider than the {desktop['column']} px column": desktop["wideMath"],
             f"tables wider than the {desktop['column']} px column": desktop["wideTables"],
+            "code that scrolls sideways (its longest line shown)": desktop["wideCode"],
             "error output cells": desktop["errorOutputs"],
             "no Colab launch button": notebook and not desktop["launch"],
             "MathJax did not load": desktop["hasMath"] and not desktop["mathJaxLoaded"],
