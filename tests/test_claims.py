@@ -76,3 +76,8 @@ def test_malformed_rows_are_refused_by_name(row, message):
         check_claims([row], scores)
     with pytest.raises(ValueError, match="at least one claim"):
         check_claims([], scores)
+
+
+def test_a_zero_threshold_reads_as_plus_zero():
+    html = check_claims([("pure", "probe", "pc", "ahead of", "rkd")], scores)._repr_html_()
+    assert "+0.0000" in html and "-0.0000" not in html

@@ -136,8 +136,9 @@ class CheckedClaims:
             relation = ">" if claim.kind == "ahead" else "<"
             verdict = ("holds" if claim.holds else "fails") if row.asserted else (
                 "printed: " + ("would hold" if claim.holds else "does not hold"))
+            threshold = claim.threshold + 0.0  # -0.0 (a zero tolerance) reads as +0.0000
             lines.append([claim.name, f"{claim.statistic:+.4f}", relation,
-                          f"{claim.threshold:+.4f}", f"{claim.margin:.1f}", verdict])
+                          f"{threshold:+.4f}", f"{claim.margin:.1f}", verdict])
         return html_table(["claim", "statistic", "", "threshold", "margin (se)", "verdict"],
                           lines, caption=self.caption)
 
