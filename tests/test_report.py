@@ -122,3 +122,92 @@ def test_the_lengths_table_puts_each_length_beside_the_other_and_marks_collapse(
     assert table.count("<tr>") == 1 + 4 + 1  # header, rows, footnote
     assert "<td>PC (ours)</td><td>1 epoch</td><td>51.0 ± 1.0</td>" in table
     assert "<td>SP † 1/3 collapsed</td><td>3 epochs</td>" in table and "<tfoot>" in table
+
+
+# --- the laptop chapter's tables: sweeps, verdict changes, collapse before and after ---
+
+import torch  # noqa: E402
+
+from perceptcoh import perception_gap  # noqa: E402
+from perceptcoh.engine.report import (collapse_table, students, sweep,  # noqa: E402
+                                      sweep_table, verdict_changes)
+
+
+def point(knob, value, protocol, score, beta, seed=0, folder=None, **metrics):
+    key = {"pair": "t->s", "method": "pc", "protocol": protocol, "seed": seed, "knob": knob,
+           "value": value}
+    name = "top1" if protocol == "supervised" else "linear_probe_top1"
+    return {"key": key, "metrics": {name: score, **metrics}, "beta": beta,
+            "output_dir": folder or f"runs/x/pc-{knob}-{value}"}
+
+
+SWEEPS = [point("metric", "euclidean", "pure", 0.2, 4.0, perception_gap_r1=0.25),
+          point("tau", 1.0, "pure", 0.3, 4.0, perception_gap_r1=0.2),
+          point("tau", 0.1, "pure", 0.4, 4.0, perception_gap_r1=0.1),
+          point("metric", "cosine", "pure", 0.1, 4.0, perception_gap_r1=0.3),
+          point("gradient_ratio", 0.0, "supervised", 0.5, None),
+          point("gradient_ratio", 2.0, "supervised", 0.6, 8.0)]
+
+
+def test_a_sweep_is_sorted_by_value_and_scores_top1_in_the_supervised_protocol():
+    assert sweep(SWEEPS, "tau") == [(0.1, 0.4, 0.1, 4.0), (1.0, 0.3, 0.2, 4.0)]
+    assert [p[0] for p in sweep(SWEEPS, "metric")] == ["cosine", "euclidean"]
+    ratio = sweep(SWEEPS, "gradient_ratio")
+    assert ratio[0][:2] == (0.0, 0.5) and math.isnan(ratio[0][2]) and ratio[0][3] is None
+    table = sweep_table(SWEEPS, ["tau", "gradient_ratio"])
+    assert "<td>tau</td><td>0.1</td><td>40.0%</td><td>0.100</td><td>4</td>" in table
+    assert "<td>gradient_ratio</td><td>0.0</td><td>50.0%</td><td>–</td><td>–</td>" in table
+    assert table.count("<tr>") == 1 + 4 and "metric" not in table.split("</thead>")[1]
+
+
+def test_verdict_changes_name_each_verdict_that_differs_between_the_lengths():
+    found = verdicts(DOCUMENT, baselines=["fitnet", "sp"], protocols=("pure",))
+    assert verdict_changes({"1": found, "2": found}) == (
+        f"0 of the {len(found)} verdicts change with the longer schedule.")
+    later = [dict(r, verdict="behind") if r["baseline"] == "sp" and
+             r["metric"] == "linear_probe_top1" else r for r in found]
+    assert verdict_changes({"1": found, "2": later}).endswith(
+        "change with the longer schedule: SP on pure: linear probe, on par → behind.")
+
+
+def test_the_collapse_table_pairs_each_student_of_the_two_documents_once():
+    shared = "runs/x/pc-pure-seed0"
+    comparison = {"key": {"pair": "t->s", "method": "pc", "protocol": "pure", "seed": 0},
+                  "metrics": {"linear_probe_top1": 0.2, "perception_gap_r1": 0.25},
+                  "output_dir": shared}
+    now = {"runs": [comparison, point("tau", 0.1, "pure", 0.2, 4.0, folder=shared,
+                                      perception_gap_r1=0.25),
+                    point("tau", 1.0, "pure", 0.3, 4.0, perception_gap_r1=0.2)]}
+    collapsed = {"linear_probe_top1": 0.01, "perception_gap_r1": 0.5}
+    old = {"runs": [dict(e, metrics=collapsed) for e in now["runs"]]}
+    assert list(students(now)) == ["pc-pure-seed0", "pc-tau-1.0"]
+    table = collapse_table(old, now)
+    assert table.count("<tr>") == 1 + 2
+    assert ("<td>pure, seed 0</td><td>1.0%</td><td>0.500</td><td>20.0%</td><td>0.250</td>"
+            in table)
+    assert "<td>pure, seed 0, tau = 1.0</td>" in table
+    with pytest.raises(ValueError, match="different students"):
+        collapse_table({"runs": old["runs"][:1]}, now)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_each_verdict_is_what_its_interval_says(seed):
+    # What the laptop chapter asserted of its verdicts, on random documents.
+    rng = np.random.default_rng(seed)
+    runs = [entry(method, "pure", s, linear_probe_top1=float(v), perception_gap_r1=float(g))
+            for method, shift in (("pc", 0.0), ("kd", 0.01), ("sp", -0.05))
+            for s, (v, g) in enumerate(zip(0.4 + shift + rng.normal(0, 0.01, 4),
+                                           0.2 + rng.normal(0, 0.01, 4)))]
+    for r in verdicts({"runs": runs}, baselines=["kd", "sp"], protocols=("pure",)):
+        assert (r["verdict"] != "ahead" or r["low"] > 0) and (
+            r["verdict"] != "behind" or r["high"] < 0)
+        assert r["verdict"] != "on par" or (-0.01 < r["low"] and r["high"] < 0.01)
+        assert not r["holm"] or r["verdict"] in ("ahead", "behind", "on par")
+
+
+@pytest.mark.parametrize("n", [50, 400])
+def test_constant_features_have_the_gap_the_collapse_section_states(n):
+    # Every distance tied, every rank 1: the gap is 1 - n / (2 (n - 1)), about 1/2.
+    points = torch.randn(n, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    gap = perception_gap(torch.zeros(n, 4, dtype=torch.float64), points).item()
+    assert math.isclose(gap, 1 - n / (2 * (n - 1)), rel_tol=1e-12)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import html
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -39,7 +40,9 @@ from .experiments import aggregate
 
 __all__ = ["METHOD_NAMES", "SCORES", "COLLAPSE_FOOTNOTE", "mean_std", "html_table",
            "comparison_table", "collapsed_runs", "lengths_table", "runs_of", "scores_by_seed",
-           "verdicts", "verdict_cell", "verdict_table", "verdict_text", "verdicts_by_length"]
+           "verdicts", "verdict_cell", "verdict_table", "verdict_text", "verdicts_by_length",
+           "SCORE_KEYS", "verdict_changes", "sweep", "sweep_table", "students",
+           "collapse_table"]
 
 METHOD_NAMES = {"ce": "CE only", "kd": "KD", "fitnet": "FitNet", "sp": "SP", "cc": "CC",
                 "rkd": "RKD", "pkt": "PKT", "crd": "CRD", "pc": "PC (ours)"}
@@ -305,3 +308,83 @@ def scores_by_seed(runs: Sequence[dict], method: str, protocol: str, metric: str
              if (e["key"]["method"], e["key"]["protocol"]) == (method, protocol)
              and (pair is None or e["key"]["pair"] == pair) and metric in e["metrics"]}
     return dict(sorted(found.items()))
+
+
+# A chapter's short names of the scores (its claim rows and bounds use them).
+SCORE_KEYS = {"top1": "top1", "probe": "linear_probe_top1", "knn": "knn_top1",
+              "gap": "perception_gap_r1"}
+
+
+def verdict_changes(by_length: dict[str, Sequence[dict]]) -> str:
+    """The verdicts of :func:`verdicts_by_length`'s input that differ between its first
+    and its last length, as one Markdown sentence ("2 of the 16 verdicts change with the
+    longer schedule: KD on pure: kNN, undecided → ahead; ...")."""
+    rows = list(by_length.values())
+    changed = [(r["baseline"], r["metric"], r["verdict"], s["verdict"])
+               for r, s in zip(rows[0], rows[-1]) if r["verdict"] != s["verdict"]]
+    labels = {metric: label for _, metric, _, label in SCORES}
+    changes = "; ".join(f"{METHOD_NAMES.get(b, b)} on {labels[m]}, {a} → {z}"
+                        for b, m, a, z in changed)
+    return (f"{len(changed)} of the {len(rows[0])} verdicts change with the longer schedule"
+            + (f": {changes}." if changed else "."))
+
+
+def sweep(runs: Sequence[dict], knob: str) -> list[tuple]:
+    """``(value, score, gap, beta)`` of each ablation run of ``knob``, sorted by value
+    (numbers first): the score is the top-1 in the supervised protocol and the linear
+    probe in the pure one, the gap NaN where it was not measured (the CIFAR-100 laptop
+    chapter, ``book/experiments/02_laptop.ipynb``, plots them)."""
+    points = []
+    for entry in runs:
+        if entry["key"].get("knob") == knob:
+            metrics = entry["metrics"]
+            supervised = entry["key"]["protocol"] == "supervised"
+            points.append((entry["key"]["value"],
+                           metrics["top1" if supervised else "linear_probe_top1"],
+                           metrics.get("perception_gap_r1", math.nan), entry["beta"]))
+    return sorted(points, key=lambda point: (isinstance(point[0], str), point[0]))
+
+
+def sweep_table(runs: Sequence[dict], knobs: Sequence[str],
+                caption: str = "The sweeps, seed 0 (score: linear probe, or top-1 for "
+                               "gradient_ratio)") -> str:
+    """Every point of :func:`sweep` for each of ``knobs`` as an HTML table: knob, value,
+    score in %, gap and the measured ``beta`` ("–" where there is none)."""
+    body = [[knob, value, f"{100 * score:.1f}%", "–" if math.isnan(gap) else f"{gap:.3f}",
+             "–" if beta is None else f"{beta:.3g}"]
+            for knob in knobs for value, score, gap, beta in sweep(runs, knob)]
+    return html_table(["knob", "value", "score", "gap Δ₁", "beta"], body, caption)
+
+
+def students(document: dict, method: str = "pc") -> dict[str, dict]:
+    """Each student of ``method`` in ``document`` once, by the name of its run folder (a
+    comparison run is also a point of several sweeps), comparison and ablations alike."""
+    found: dict[str, dict] = {}
+    for entry in document["runs"]:
+        if entry["key"]["method"] == method:
+            found.setdefault(Path(entry["output_dir"]).name, entry)
+    return found
+
+
+def collapse_table(before: dict, now: dict, method: str = "pc",
+                   caption: str = "PC's students: detached scale (before) and exact "
+                                  "gradient (now)") -> str:
+    """Every student of ``method`` in two documents of the same plan (``before`` and
+    ``now``) as an HTML table: its setting, then its linear probe and gap in each. Raises
+    ``ValueError`` when the two documents do not hold the same students."""
+    old, new = students(before, method), students(now, method)
+    if old.keys() != new.keys():
+        raise ValueError(f"the documents hold different students: "
+                         f"{sorted(old.keys() ^ new.keys())}")
+
+    def setting(key: dict) -> str:
+        knob = f", {key['knob']} = {key['value']}" if "knob" in key else ""
+        return f"{key['protocol']}, seed {key['seed']}{knob}"
+
+    def scores(entry: dict) -> list[str]:
+        m = entry["metrics"]
+        return [f"{100 * m['linear_probe_top1']:.1f}%", f"{m['perception_gap_r1']:.3f}"]
+
+    body = [[setting(new[name]["key"]), *scores(old[name]), *scores(new[name])] for name in old]
+    return html_table(["student", "probe, before", "gap, before", "probe, now", "gap, now"],
+                      body, caption)

@@ -1,0 +1,271 @@
+"""What the two full-scale chapters show: the CIFAR-100 comparison on a GPU
+(``book/experiments/03_cifar100.ipynb``) and its ablations
+(``book/experiments/04_ablations.ipynb``).
+
+Each chapter loads its saved document once, near its top, with
+:func:`perceptcoh.engine.saved.load_saved` (``missing_ok=True``: ``None`` until the GPU run
+has written it). Every function here that shows a document takes that ``None`` too and
+then shows no result of ours, so the chapter decides once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from IPython.display import HTML, display
+
+from .cost import forward_flops
+from .experiments import COMPARISON_METHODS, SCALES, Plan, aggregate, run_plan
+from .report import METHOD_NAMES, comparison_table, html_table, verdicts
+
+__all__ = ["COMPARISON", "ABLATION", "PUBLISHED", "COMPARISON_COMMAND", "ABLATION_COMMAND",
+           "PUBLISHED_SOURCE", "LABELS", "run_on_gpu", "provenance", "check_comparison",
+           "show_comparison", "published_table", "check_published", "plan_summary",
+           "check_comparison_plan", "sweep", "plot_knob", "check_sweeps", "show_sweeps",
+           "ablation_plan_summary", "check_ablation_plan"]
+
+COMPARISON, ABLATION = "cifar100-comparison.json", "cifar100-ablation.json"
+PUBLISHED = "repdistiller-cifar100.json"
+COMPARISON_COMMAND = "python -m perceptcoh experiment comparison --scale full"
+ABLATION_COMMAND = "python -m perceptcoh experiment ablation --scale full"
+PUBLISHED_SOURCE = "git checkout results/repdistiller-cifar100.json (committed, by hand)"
+
+# The x-axis label of each knob of the ablations.
+LABELS = {"tau": r"temperature $\tau$", "batch_size": "batch size $B$",
+          "metric": "dissimilarity $d_f = d_g$", "r": "exponent $r$",
+          "gradient_ratio": r"gradient_ratio ($\beta$ / the balancing $\beta$)"}
+
+
+def run_on_gpu(plan: Plan, output: str | os.PathLike) -> None:
+    """Train ``plan`` here (reusing finished runs, resuming an interrupted one) and save
+    its document to ``output``; refuses without a CUDA GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("re-running the full-scale runs needs a CUDA GPU")
+    run_plan(plan, output, progress=True)
+
+
+def provenance(document: dict) -> str:
+    """Runs, commit, device and wall time of a saved document, in one line."""
+    origin = document["provenance"]
+    return (f"{len(document['runs'])} runs, commit {origin['git_commit'][:10]}, "
+            f"{origin['device']}, wall time "
+            f"{document['wall_time_seconds']['total'] / 3600:.2f} h")
+
+
+def _require(condition: bool, message: object) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def check_comparison(document: dict) -> None:
+    """Raises ``ValueError`` unless the document is a completed full-scale comparison whose
+    every distilled student read the teacher saved with it (same SHA-256)."""
+    _require(document["completed"] and document["scale"] == "full", "not a completed "
+             "full-scale comparison")
+    for model, teacher in document["teachers"].items():
+        for entry in document["runs"]:
+            if entry["key"]["method"] != "ce" and \
+                    entry["key"]["pair"].startswith(model + "->"):
+                _require(entry["teacher_sha256"] == teacher["sha256"], entry["key"])
+
+
+def show_comparison(document: dict | None) -> None:
+    """Our full-scale comparison: its provenance, one table per pair (mean ± std over
+    seeds) and PC's verdicts against the class-unaware baselines, counted; checked first
+    (:func:`check_comparison`). Nothing but a note when ``document`` is ``None``."""
+    if document is None:
+        print("No result of ours: the comparison is not saved yet (see above).")
+        return
+    check_comparison(document)
+    print(provenance(document))
+    for pair in dict.fromkeys(entry["key"]["pair"] for entry in document["runs"]):
+        display(HTML(comparison_table(document, pair=pair,
+                                      caption=f"{pair}: ours, mean ± std")))
+    counts = dict(Counter(row["verdict"] for row in verdicts(document)))
+    print("PC against the class-unaware baselines, over pairs and scores:", counts)
+
+
+def published_table(published: dict, full: dict | None) -> str:
+    """RepDistiller's published top-1 beside ours (supervised, mean over seeds, last
+    epoch), per pair, as HTML; our column reads "–" while ``full`` is ``None``."""
+    ours = {}
+    if full is not None:
+        for row in aggregate(full["runs"], ("pair", "method", "protocol"), ("top1",)):
+            if row["protocol"] == "supervised":
+                ours[row["pair"], row["method"]] = f"{100 * row['top1']['mean']:.2f}"
+    pairs = list(published["pairs"])
+    teacher = ["teacher"]
+    for pair in pairs:
+        theirs = published["pairs"][pair]["teacher"]
+        mine = "–" if full is None else \
+            f"{100 * full['teachers'][pair.split('->')[0]]['metrics']['top1']:.2f}"
+        teacher += [f"{theirs:.2f}", mine]
+    body = [teacher]
+    for method in COMPARISON_METHODS:
+        row = [METHOD_NAMES[method]]
+        for pair in pairs:
+            theirs = published["pairs"][pair].get("student" if method == "ce" else method)
+            row += ["–" if theirs is None else f"{theirs:.2f}",
+                    ours.get((pair, method), "–")]
+        body.append(row)
+    header = ["top-1 (%)", *(f"{pair}: {who}" for pair in pairs
+                             for who in ("RepDistiller (theirs)", "ours"))]
+    recipe = published["recipe"]
+    caption = (f"CIFAR-100 test top-1: RepDistiller's published numbers "
+               f"({recipe['epochs']} epochs, batch {recipe['batch_size']}, best epoch) "
+               f"and ours (last epoch)")
+    source = published["source"]
+    footnote = (f"source: {source['repository']} @ {source['commit'][:10]}, "
+                f"{source['file']}")
+    return html_table(header, body, caption=caption, footnote=footnote)
+
+
+def check_published(published: dict) -> None:
+    """Raises ``ValueError`` unless the published numbers cover the full scale's pairs."""
+    expected = {f"{t}->{s}" for t, s in SCALES["full"]["pairs"]}
+    _require(set(published["pairs"]) == expected, sorted(published["pairs"]))
+
+
+def plan_summary(plan: Plan) -> str:
+    """The size of a full-scale comparison plan, and the forward cost of each network,
+    as HTML."""
+    recipe = SCALES[plan.scale]
+    (teacher,) = plan.teachers.values()
+    models = dict.fromkeys([teacher.model, *(s for _, s in recipe["pairs"])])
+    caption = (f"{len(plan.runs)} student runs from one {teacher.model} teacher "
+               f"({teacher.epochs} epochs); students: {recipe['student']['epochs']} "
+               f"epochs at batch {recipe['student']['batch_size']}")
+    return html_table(["network", "forward MFLOP per image"],
+                      [[m, f"{forward_flops(m, 'cifar100') / 1e6:,.0f}"] for m in models],
+                      caption=caption)
+
+
+def check_comparison_plan(plan: Plan) -> None:
+    """Raises ``ValueError`` unless the plan is every method in both protocols (CE once)
+    for every pair and seed, and every distilled student reads the plan's one teacher with
+    ``beta`` measured (``gradient_ratio=1``), not set."""
+    (teacher,) = plan.teachers.values()
+    for run in plan.runs:
+        if run.config.method != "ce":
+            _require(run.config.teacher_checkpoint ==
+                     str(Path(teacher.output_dir) / "model.pt"), run.key)
+            _require(run.config.gradient_ratio == 1.0 and run.config.beta is None,
+                     run.key)
+    recipe = SCALES[plan.scale]
+    settings = 1 + 2 * (len(COMPARISON_METHODS) - 1)  # CE once, every other twice
+    _require(len(plan.runs) == settings * len(recipe["seeds"]) * len(recipe["pairs"]),
+             len(plan.runs))
+
+
+# The ablations.
+
+
+def sweep(document: dict, knob: str) -> list[tuple]:
+    """``(value, score, gap, beta)`` of each run of ``knob``, sorted by value unless the
+    values are names; the score is top-1 in the supervised protocol, the linear probe in
+    the pure one, the gap ``nan`` where a run has none."""
+    points = []
+    for entry in document["runs"]:
+        if entry["key"].get("knob") != knob:
+            continue
+        metrics = entry["metrics"]
+        supervised = entry["key"]["protocol"] == "supervised"
+        points.append((entry["key"]["value"],
+                       metrics["top1" if supervised else "linear_probe_top1"],
+                       metrics.get("perception_gap_r1", math.nan), entry["beta"]))
+    if not any(isinstance(p[0], str) for p in points):
+        points.sort(key=lambda p: p[0])
+    return points
+
+
+def plot_knob(document: dict, knob: str, title: str) -> None:
+    """Plot one sweep (score on the left axis, gap on the right), then print its
+    points."""
+    points = sweep(document, knob)
+    values = [p[0] for p in points]
+    categorical = any(isinstance(v, str) for v in values)
+    x = np.arange(len(values)) if categorical else np.array(values, dtype=float)
+    figure, axis = plt.subplots(figsize=(5.2, 2.8))
+    protocol = "supervised" if knob == "gradient_ratio" else "pure"
+    axis.plot(x, [100 * p[1] for p in points], "o-", color="C0")
+    axis.set_ylabel("top-1 (%)" if protocol == "supervised" else "linear probe (%)",
+                    color="C0")
+    gap_axis = axis.twinx()
+    gap_axis.plot(x, [p[2] for p in points], "s--", color="C3")
+    gap_axis.set_ylabel(r"gap $\hat\Delta_1$", color="C3")
+    if not categorical and knob in ("tau", "batch_size"):
+        axis.set_xscale("log", base=10 if knob == "tau" else 2)
+    axis.set_xticks(x, [str(v) for v in values])
+    axis.set_xlabel(LABELS[knob])
+    axis.set_title(f"{title}: {protocol}", fontsize=9)
+    plt.tight_layout()
+    plt.show()
+    print("  ".join(f"{v}: {100 * s:.1f}%" + ("" if math.isnan(g) else f", gap {g:.3f}")
+                    for v, s, g, _ in points))
+
+
+def _planned_values(knob: str, scale: str) -> list[str]:
+    values = list(SCALES[scale]["ablations"][knob])
+    return sorted(map(str, values + ([0.0] if knob == "gradient_ratio" else [])))
+
+
+def check_sweeps(document: dict, scale: str = "full") -> None:
+    """Raises ``ValueError`` unless the document is complete, every knob has every planned
+    value (CE alone as ``gradient_ratio`` 0), the comparison's setting is one shared run
+    and every metric is finite."""
+    _require(document["completed"], "not completed")
+    for knob in SCALES[scale]["ablations"]:
+        found = [p[0] for p in sweep(document, knob)]
+        _require(sorted(map(str, found)) == _planned_values(knob, scale), (knob, found))
+    batch = SCALES[scale]["student"]["batch_size"]
+    default = {e["output_dir"] for e in document["runs"]
+               if e["key"]["protocol"] == "pure" and not e["config"]["loss_options"]
+               and e["config"]["batch_size"] == batch}
+    _require(len(default) == 1, default)
+    for entry in document["runs"]:
+        _require(all(math.isfinite(v) for v in entry["metrics"].values()
+                     if isinstance(v, float)), entry["key"])
+
+
+def show_sweeps(document: dict | None, scale: str = "full") -> None:
+    """Check the saved sweeps (:func:`check_sweeps`), print their provenance and plot
+    every knob; nothing but a note when ``document`` is ``None``."""
+    if document is None:
+        print("No sweep to show: the ablations are not saved yet (see above).")
+        return
+    check_sweeps(document, scale)
+    print(provenance(document))
+    for knob in SCALES[scale]["ablations"]:
+        plot_knob(document, knob, f"{scale} scale")
+
+
+def _shared(plan: Plan, comparison: Plan) -> set[str]:
+    return {run.config.output_dir for run in plan.runs} & \
+        {run.config.output_dir for run in comparison.runs}
+
+
+def ablation_plan_summary(plan: Plan, comparison: Plan) -> str:
+    """How many sweep points the plan has, how many distinct runs, and how many of them
+    the comparison already trains."""
+    distinct = len({run.config.output_dir for run in plan.runs})
+    return (f"{len(plan.runs)} sweep points, {distinct} distinct runs, "
+            f"{len(_shared(plan, comparison))} shared with the comparison")
+
+
+def check_ablation_plan(plan: Plan, comparison: Plan) -> None:
+    """Raises ``ValueError`` unless every knob has every planned value and shares exactly
+    the comparison's PC run with it (and CE alone for ``gradient_ratio``)."""
+    in_comparison = {run.config.output_dir for run in comparison.runs}
+    for knob in SCALES[plan.scale]["ablations"]:
+        planned = [run.key["value"] for run in plan.runs if run.key["knob"] == knob]
+        _require(sorted(map(str, planned)) == _planned_values(knob, plan.scale), knob)
+        shared = [run for run in plan.runs
+                  if run.key["knob"] == knob and run.config.output_dir in in_comparison]
+        _require(len(shared) == (2 if knob == "gradient_ratio" else 1), knob)
