@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validation import check_features, check_positive, check_same_batch
-from .baselines import _linear
+from .baselines.common import linear
 
 __all__ = ["CRD"]
 
@@ -170,9 +170,9 @@ class CRD(nn.Module):
         with torch.autocast(device_type=device.type, enabled=False):
             wide = torch.float64 if torch.float64 in (
                 student_features.dtype, teacher_features.dtype) else torch.float32
-            student = F.normalize(_linear(self.embed_student, student_features.to(wide)), dim=1)
+            student = F.normalize(linear(self.embed_student, student_features.to(wide)), dim=1)
             teacher = F.normalize(
-                _linear(self.embed_teacher, teacher_features.detach().to(wide)), dim=1)
+                linear(self.embed_teacher, teacher_features.detach().to(wide)), dim=1)
             memory_student = self.memory_student.to(wide)
             memory_teacher = self.memory_teacher.to(wide)
             scores = torch.stack([

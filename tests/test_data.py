@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import perceptcoh.engine.data
+import perceptcoh.engine.data.loader
 from perceptcoh.engine.data import (
     CACHE_ENV,
     CIFAR10_MEAN,
@@ -331,7 +331,7 @@ def test_fake_cifar100_in_root_itself(tmp_path):
 
 
 def test_cache_is_reused_and_invalidated_when_the_source_changes(tmp_path, monkeypatch):
-    original_read = perceptcoh.engine.data._read_split
+    original_read = perceptcoh.engine.data.loader._read_split
     cache = tmp_path / "cache"
     monkeypatch.setenv(CACHE_ENV, str(cache))
     folder = tmp_path / "data" / "cifar10-jpeg"
@@ -341,11 +341,11 @@ def test_cache_is_reused_and_invalidated_when_the_source_changes(tmp_path, monke
     assert any(name.endswith(".npz") and "-test-" in name for name in cached)
     assert any(name.endswith(".json") for name in cached)  # the train statistics
     reads = []
-    monkeypatch.setattr(perceptcoh.engine.data, "_read_split",
-                        lambda *a: reads.append(a) or original_read(*a))
+    monkeypatch.setattr(perceptcoh.engine.data.loader, "_read_split",
+                               lambda *a: reads.append(a) or original_read(*a))
     in_memory = load_dataset("cifar10", "test", tmp_path / "data", download=False)
     assert reads == [] and torch.equal(in_memory.images, first.images)  # read once a process
-    perceptcoh.engine.data._loaded.clear()  # a new process: from the disk cache
+    perceptcoh.engine.data.loader._loaded.clear()  # a new process: from the disk cache
     again = load_dataset("cifar10", "test", tmp_path / "data", download=False)
     assert len(reads) == 1 and torch.equal(again.images, first.images)
     # A new copy with other pixels (and another modification time) is decoded again and
@@ -493,7 +493,7 @@ def test_cifar10_jpeg_copy(cifar10):
 @pytest.mark.parametrize("name", ["cifar100", "cifar10"])
 def test_second_load_comes_from_the_cache(name, request, cache_dir):
     train, _, decode_seconds = request.getfixturevalue(name)
-    perceptcoh.engine.data._loaded.clear()  # as a new process would: from the disk cache
+    perceptcoh.engine.data.loader._loaded.clear()  # as a new process would: from the disk cache
     again, seconds = load_timed(name, "train", SHARED_DATA)
     assert torch.equal(again.images, train.images) and torch.equal(again.labels, train.labels)
     assert again.mean == train.mean

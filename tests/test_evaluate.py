@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from perceptcoh.engine import evaluate
+from perceptcoh.engine import evaluate, feature_metrics
 from perceptcoh.engine.data import ImageDataset, normalize
 from perceptcoh.dissimilarity import pairwise
 from perceptcoh.models import build_model
@@ -70,7 +70,7 @@ def test_linear_probe_matches_scikit_learn():
     test = centres[test_labels] + torch.randn(30, 4, generator=generator, dtype=torch.float64)
     test[:, 2] *= 50
     l2 = 1e-2
-    weight, bias, mean, std = evaluate.fit_linear_probe(train, train_labels, 3, l2=l2)
+    weight, bias, mean, std = feature_metrics.fit_linear_probe(train, train_labels, 3, l2=l2)
     torch.testing.assert_close(mean, train.mean(0))
     standardised_train = ((train - mean) / std).numpy()
     standardised_test = ((test - mean) / std).numpy()
@@ -79,7 +79,7 @@ def test_linear_probe_matches_scikit_learn():
     ours = torch.softmax(torch.from_numpy(standardised_test) @ weight.T + bias, dim=1)
     theirs = torch.from_numpy(reference.predict_proba(standardised_test))
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
-    accuracy = evaluate.linear_probe_accuracy(train, train_labels, test, test_labels, l2=l2)
+    accuracy = feature_metrics.linear_probe_accuracy(train, train_labels, test, test_labels, l2=l2)
     assert accuracy == pytest.approx(reference.score(standardised_test, test_labels.numpy()))
 
 
@@ -87,7 +87,7 @@ def test_linear_probe_ignores_constant_features_and_separates_classes():
     labels = torch.arange(40) % 4
     features = torch.cat([torch.nn.functional.one_hot(labels, 4).float(),
                           torch.full((40, 1), 3.0)], dim=1)
-    assert evaluate.linear_probe_accuracy(features, labels, features, labels) == 1.0
+    assert feature_metrics.linear_probe_accuracy(features, labels, features, labels) == 1.0
 
 
 def reference_knn(train, train_labels, test, test_labels, k, metric):
@@ -120,8 +120,8 @@ def test_knn_accuracy_matches_loops(metric, k):
     test_labels = torch.randint(0, 4, (15,), generator=generator)
     expected = reference_knn(train, train_labels, test, test_labels, k, metric)
     for chunk_size in (None, 1, 4):
-        got = evaluate.knn_accuracy(train, train_labels, test, test_labels, k,
-                                    metric=metric, chunk_size=chunk_size)
+        got = feature_metrics.knn_accuracy(train, train_labels, test, test_labels, k,
+                                           metric=metric, chunk_size=chunk_size)
         assert got == pytest.approx(expected)
 
 
@@ -129,8 +129,8 @@ def test_knn_vote_tie_goes_to_the_nearest_class():
     train = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
     train_labels = torch.tensor([2, 1, 1, 2])  # k = 4: two votes each, class 2 is nearest
     query = torch.zeros(1, 1)
-    assert evaluate.knn_accuracy(train, train_labels, query, torch.tensor([2]), 4) == 1.0
-    assert evaluate.knn_accuracy(train, train_labels, query, torch.tensor([1]), 4) == 0.0
+    assert feature_metrics.knn_accuracy(train, train_labels, query, torch.tensor([2]), 4) == 1.0
+    assert feature_metrics.knn_accuracy(train, train_labels, query, torch.tensor([1]), 4) == 0.0
 
 
 def reference_map(features, labels, metric):
@@ -160,7 +160,7 @@ def test_retrieval_map_matches_loops_and_scikit_learn(metric):
     labels[0] = 7  # a query with no relevant point is left out of the mean
     expected = reference_map(features, labels, metric)
     for chunk_size in (None, 1, 5):
-        got = evaluate.retrieval_map(features, labels, metric=metric, chunk_size=chunk_size)
+        got = feature_metrics.retrieval_map(features, labels, metric=metric, chunk_size=chunk_size)
         assert got == pytest.approx(expected, rel=1e-12)
     metrics = pytest.importorskip("sklearn.metrics")
     distances = pairwise(features, features, metric)
@@ -175,7 +175,7 @@ def test_retrieval_map_matches_loops_and_scikit_learn(metric):
 def test_retrieval_map_is_one_for_separated_classes():
     labels = torch.arange(12) % 3
     features = labels[:, None].double() * 10 + torch.linspace(0, 1, 12)[:, None].double()
-    assert evaluate.retrieval_map(features, labels) == pytest.approx(1.0)
+    assert feature_metrics.retrieval_map(features, labels) == pytest.approx(1.0)
 
 
 def loop_gap_and_concordance(teacher, student, r):
@@ -198,7 +198,7 @@ def test_transfer_metrics_match_loops():
     generator = torch.Generator().manual_seed(4)
     teacher = torch.randn(9, 5, generator=generator, dtype=torch.float64)
     student = teacher[:, :2] + 0.3 * torch.randn(9, 2, generator=generator, dtype=torch.float64)
-    metrics = evaluate.transfer_metrics(student, teacher, max_points=None, k=3)
+    metrics = feature_metrics.transfer_metrics(student, teacher, max_points=None, k=3)
     for r in (1, 2):
         gap, concordance = loop_gap_and_concordance(teacher, student, r)
         assert metrics[f"perception_gap_r{r}"] == pytest.approx(gap)
@@ -207,7 +207,8 @@ def test_transfer_metrics_match_loops():
     assert 0 <= metrics["knn_agreement"] <= 1
     # A coherent student (a scaled rotation) scores perfectly.
     rotation, _ = torch.linalg.qr(torch.randn(5, 5, generator=generator, dtype=torch.float64))
-    perfect = evaluate.transfer_metrics(3 * teacher @ rotation, teacher, max_points=None, k=3)
+    perfect = feature_metrics.transfer_metrics(3 * teacher @ rotation, teacher, max_points=None,
+                                               k=3)
     assert perfect["perception_gap_r1"] == pytest.approx(0, abs=1e-12)
     assert perfect["triplet_concordance"] == pytest.approx(1)
     assert perfect["knn_agreement"] == pytest.approx(1)
@@ -218,8 +219,8 @@ def test_transfer_metrics_subsample_is_seeded():
     teacher = torch.randn(40, 3, generator=generator)
     student = torch.randn(40, 2, generator=generator)
     sizes = dict(max_points=12, gap_max_points=20, seed=1)
-    first = evaluate.transfer_metrics(student, teacher, **sizes)
-    assert first == evaluate.transfer_metrics(student, teacher, **sizes)
+    first = feature_metrics.transfer_metrics(student, teacher, **sizes)
+    assert first == feature_metrics.transfer_metrics(student, teacher, **sizes)
     assert (first["triplet_points"], first["gap_points"]) == (12, 20)
     sample = torch.randperm(40, generator=torch.Generator().manual_seed(1))[:12]
     _, concordance = loop_gap_and_concordance(teacher[sample].double(),
@@ -243,15 +244,21 @@ def test_evaluate_models_reports_every_metric():
     assert set(without) == {"retrieval_map"}
 
 
+def test_the_feature_metrics_stay_importable_from_evaluate():
+    """The book imports the probes from perceptcoh.engine.evaluate, where they were."""
+    for name in feature_metrics.__all__:
+        assert getattr(evaluate, name) is getattr(feature_metrics, name)
+
+
 def test_bad_inputs_raise_clear_errors():
     features, labels = torch.randn(5, 2), torch.arange(5)
     with pytest.raises(ValueError, match="k must be"):
-        evaluate.knn_accuracy(features, labels, features, labels, k=6)
+        feature_metrics.knn_accuracy(features, labels, features, labels, k=6)
     with pytest.raises(ValueError, match="labels must be"):
-        evaluate.retrieval_map(features, labels[:4])
+        feature_metrics.retrieval_map(features, labels[:4])
     with pytest.raises(TypeError, match="integers"):
-        evaluate.retrieval_map(features, labels.float())
+        feature_metrics.retrieval_map(features, labels.float())
     with pytest.raises(ValueError, match="same number of features"):
-        evaluate.linear_probe_accuracy(features, labels, torch.randn(5, 3), labels)
+        feature_metrics.linear_probe_accuracy(features, labels, torch.randn(5, 3), labels)
     with pytest.raises(ValueError, match="batch_size"):
         evaluate.top1_accuracy(tiny_model(), tiny_dataset(), batch_size=0)

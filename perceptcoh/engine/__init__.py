@@ -9,11 +9,14 @@
 
 One module a job: :mod:`~perceptcoh.engine.config` (what identifies a run),
 :mod:`~perceptcoh.engine.data` (datasets on the device, augmentation),
-:mod:`~perceptcoh.engine.session` (assembly), :mod:`~perceptcoh.engine.loop` (the epoch
+:mod:`~perceptcoh.engine.session` (assembly; the :class:`Session` record is
+:mod:`~perceptcoh.engine.state`), :mod:`~perceptcoh.engine.loop` (the epoch
 loop, read top to bottom), :mod:`~perceptcoh.engine.checkpoint`,
-:mod:`~perceptcoh.engine.distributed`, :mod:`~perceptcoh.engine.evaluate`,
+:mod:`~perceptcoh.engine.distributed`, :mod:`~perceptcoh.engine.evaluate` (models and
+checkpoints), :mod:`~perceptcoh.engine.feature_metrics` (probes and transfer metrics),
 :mod:`~perceptcoh.engine.collapse` (features that no longer tell images apart),
-:mod:`~perceptcoh.engine.experiments` (the book's plans), :mod:`~perceptcoh.engine.cost`
+:mod:`~perceptcoh.engine.plans` (the book's scales and plans),
+:mod:`~perceptcoh.engine.experiments` (running them), :mod:`~perceptcoh.engine.cost`
 (what a plan costs), :mod:`~perceptcoh.engine.cli` (``python -m perceptcoh``), and helpers
 (:mod:`~perceptcoh.engine.files`, :mod:`~perceptcoh.engine.progress`,
 :mod:`~perceptcoh.engine.provenance`, :mod:`~perceptcoh.engine.presets`).

@@ -21,7 +21,7 @@ from .config import TrainConfig, recipe
 from .files import atomic_write, file_sha256, jsonable
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .state import Session
 
 __all__ = [
     "CHECKPOINT_NAME", "MODEL_NAME", "RESULTS_NAME", "CheckpointError", "load_checkpoint",

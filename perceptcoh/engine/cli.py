@@ -188,8 +188,8 @@ def _evaluate(arguments: dict) -> int:
 
 
 def _experiment(arguments: dict) -> int:
-    from .experiments import (ablation_plan, combined_plan, comparison_plan, default_output,
-                              longer_plan, run_plan)
+    from .experiments import default_output, run_plan
+    from .plans import ablation_plan, combined_plan, comparison_plan, longer_plan
 
     name, root = arguments["name"], arguments["root"]
     execution = {"data_root": arguments["data_root"], "device": arguments["device"],

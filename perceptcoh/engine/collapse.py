@@ -28,7 +28,7 @@ from .data import ImageDataset, normalize
 from .evaluate import extract_features
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .state import Session
 
 __all__ = ["COLLAPSE_IMAGES", "ZERO_FRACTION", "CollapseWarning", "feature_statistics",
            "collapse_reasons", "check_collapse", "epoch_feature_statistics"]

@@ -10,7 +10,7 @@ import torch
 
 if TYPE_CHECKING:
     from .config import TrainConfig
-    from .session import Session
+    from .state import Session
 
 __all__ = ["init_distributed", "resolve_device", "any_process"]
 

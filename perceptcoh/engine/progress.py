@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .state import Session
 
 __all__ = ["EpochReporter", "progress_bar"]
 

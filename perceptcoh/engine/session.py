@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -22,15 +21,13 @@ from .config import COHORT_FIELDS, DEFAULT_BETA, TrainConfig, data_seed, on_logi
 from .data import ImageDataset, load_dataset, normalize
 from .distributed import init_distributed, resolve_device
 from .files import seeded_prefix
+from .state import Session
 
 __all__ = ["Session", "Objective", "prepare", "prepare_cohort", "balanced_beta",
            "transfer_term", "set_beta"]
 
 # Random-crop padding and horizontal flips per dataset (digits are 8x8 and not mirror-symmetric).
 AUGMENTATION = {"cifar10": (4, True), "cifar100": (4, True), "digits": (1, False)}
-
-
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Objective(nn.Module):
@@ -72,44 +69,6 @@ class Objective(nn.Module):
             else:
                 loss = self.pure_weight * term
         return loss, logits
-
-
-@dataclass
-class Session:
-    """Everything the epoch loop needs, built by :func:`prepare`."""
-
-    config: TrainConfig
-    device: torch.device
-    rank: int
-    world_size: int
-    train_set: ImageDataset  # on the device
-    test_set: ImageDataset
-    probe_set: ImageDataset  # the training images the probes are fitted on
-    student: nn.Module
-    teacher: nn.Module | None
-    transfer_loss: nn.Module | None
-    objective: nn.Module  # what a step calls: Objective, DDP-wrapped under torchrun
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    steps_per_epoch: int
-    local_batch: int
-    augmentation: tuple[int, bool]
-    normalisation: tuple[torch.Tensor, torch.Tensor]  # mean and std on the device, float32
-    beta: float
-    teacher_info: dict | None
-    precision: str  # resolved: "bf16", "fp16" or "fp32"
-    scaler: torch.amp.GradScaler | None  # fp16 only
-    distributed_owner: bool = False  # this call initialised the process group
-
-    @property
-    def autocast(self):
-        dtype = _AUTOCAST_DTYPES.get(self.precision)
-        return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
-
-    @property
-    def classifier(self) -> bool:
-        """Whether the student's classifier is trained (and so worth scoring)."""
-        return self.config.protocol == "supervised" or on_logits(self.config.method)
 
 
 def prepare(config: TrainConfig, *, teacher: nn.Module | None = None) -> Session:
