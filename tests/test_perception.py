@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from perceptcoh import dissimilarity, perception, perception_gap
+from perceptcoh import dissimilarity, perception, perception_gap, ranking
 from reference import dissimilarity_loops, gap_loops, ranks_loops
 
 METRICS = ["euclidean", "sqeuclidean", "cosine"]
@@ -178,3 +178,83 @@ def test_perception_runs_on_20000_points_in_bounded_memory():
     ranks = perception(x)
     assert ranks.shape == (20_000, 20_000)
     assert torch.all(ranks.max(dim=1).values == 1)
+
+
+# The two fast counting paths of perceptcoh.ranking.exact_ranks, against the loop reference
+# on values with many exact ties. On a CPU exact_ranks counts with NumPy (float32 rows by one
+# integer sort of packed (value bits, column) keys; float64 rows by argsort); on a GPU with
+# _at_most_counts_torch (sort + searchsorted). The torch path runs on a CPU tensor too, so
+# "torch" below routes exact_ranks through it on the CPU.
+
+# Values exact in float32 and float64 alike, with ties and the orderings bit packing must
+# get right: -0.0 ties with +0.0, the smallest subnormal and normal numbers, neighbours of
+# 1.0 one float32 ulp apart, and large values.
+TIE_VALUES = [0.0, -0.0, 2.0**-149, 2.0**-126, 0.5, 1.0, 1.0 + 2.0**-23, 1.0 - 2.0**-24,
+              2.0, 3.0, 2.0**100]
+
+
+def tied_matrix(rows: int, columns: int, seed: int) -> torch.Tensor:
+    """A float64 matrix drawn from TIE_VALUES (every row has ties once columns > 11)."""
+    generator = torch.Generator().manual_seed(seed)
+    pool = torch.tensor(TIE_VALUES, dtype=torch.float64)
+    return pool[torch.randint(len(pool), (rows, columns), generator=generator)]
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def counting_path(request, monkeypatch):
+    """Which counting path exact_ranks takes on this CPU tensor."""
+    if request.param == "torch":
+        monkeypatch.setattr(ranking, "_at_most_counts_numpy",
+                            lambda rows: ranking._at_most_counts_torch(
+                                torch.from_numpy(rows)).numpy())
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [3, 4, 12, 37, 80])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_exact_ranks_fast_paths_match_loops_on_ties(counting_path, dtype, n, seed):
+    distances = tied_matrix(n, n, seed + 100 * n)
+    assert torch.equal(distances.to(dtype).double(), distances)  # the values are exact
+    # ranks_loops (float64, loops over i, j, k) on a NumPy array: fast enough at n = 80.
+    expected_counts = (ranks_loops(distances.numpy()) * (n - 1)).round()
+    expected = expected_counts.to(dtype) / (n - 1)  # as the library divides, in its dtype
+    # The whole matrix, and row blocks with the anchors' own columns inside them.
+    got = ranking.exact_ranks(distances.to(dtype), torch.arange(n))
+    assert got.dtype == dtype
+    assert torch.equal(got, expected)
+    for start, stop in [(0, 1), (1, n // 2 + 1), (n // 2, n)]:
+        block = ranking.exact_ranks(distances[start:stop].to(dtype), torch.arange(start, stop))
+        assert torch.equal(block, expected[start:stop])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 2), (5, 3), (7, 64), (3, 300)])
+def test_at_most_counts_match_loops_on_ties_and_infinities(dtype, shape):
+    # The counting kernels themselves, on rectangular blocks with several +inf per row (the
+    # masked self column, and any inf: every count over them is the row's length).
+    rows, columns = shape
+    values = tied_matrix(rows, columns, seed=columns)
+    values[:, :: max(1, columns // 3)] = float("inf")
+    expected = torch.tensor([[sum(1 for k in range(columns) if row[k] <= row[j])
+                              for j in range(columns)] for row in values.tolist()])
+    torch_counts = ranking._at_most_counts_torch(values.to(dtype))
+    numpy_counts = torch.from_numpy(ranking._at_most_counts_numpy(values.to(dtype).numpy()))
+    assert torch.equal(torch_counts, expected)
+    assert torch.equal(numpy_counts, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_perception_of_duplicated_points_matches_loops_on_both_paths(counting_path, dtype,
+                                                                       seed):
+    # Every point twice, on an integer grid: zero distances off the diagonal and tied rows.
+    # Small-integer coordinates keep the Gram matrix exact in float32 as in float64.
+    x = integer_grid(15, 2, seed, high=3)
+    x = torch.cat([x, x[torch.randperm(15, generator=torch.Generator().manual_seed(seed))]])
+    n = x.shape[0]
+    expected_counts = (ranks_loops(dissimilarity_loops(x, x, "sqeuclidean").numpy())
+                       * (n - 1)).round()
+    expected = expected_counts.to(dtype) / (n - 1)
+    for metric in ("euclidean", "sqeuclidean"):
+        assert torch.equal(perception(x.to(dtype), metric, chunk_size=7), expected), metric

@@ -91,7 +91,12 @@ def test_transfer_run_end_to_end(teacher, tmp_path):
     assert written["teacher"]["model"] == "digits_cnn"
     assert written["beta"] == 1.0  # DEFAULT_BETA["pc"]
     metrics = written["metrics"]
-    assert metrics["teacher_top1"] == pytest.approx(teacher_results["metrics"]["top1"], abs=0.1)
+    # The transfer run scores the teacher it loaded on the same 60 test images, with the same
+    # weights, batches and memory format as the teacher's own run scored itself; on a CPU
+    # that forward pass is deterministic, so the numbers are equal, not merely close. (The
+    # old tolerance, 0.1, let 6 of the 60 images change their answer.)
+    assert metrics["teacher_top1"] == teacher_results["metrics"]["top1"]
+    assert metrics["teacher_retrieval_map"] == teacher_results["metrics"]["retrieval_map"]
     for name in ("top1", "linear_probe_top1", "knn_top1", "retrieval_map", "perception_gap_r1",
                  "perception_gap_r2", "triplet_concordance", "knn_agreement"):
         assert math.isfinite(metrics[name]), name
