@@ -11,6 +11,7 @@ import pytest
 
 from perceptcoh.engine import full_scale
 from perceptcoh.engine.experiments import ablation_plan, comparison_plan
+from perceptcoh.engine.report import sweep
 
 matplotlib.use("Agg")
 PUBLISHED = json.loads((Path(__file__).resolve().parents[1] / "results" /
@@ -66,7 +67,7 @@ def ablation_document(plan, gap=0.1):
 def test_sweeps_are_sorted_checked_and_plotted(capsys):
     plan = ablation_plan("full")
     document = ablation_document(plan)
-    values = [point[0] for point in full_scale.sweep(document, "tau")]
+    values = [point[0] for point in sweep(document["runs"], "tau")]
     assert values == sorted(values) and len(values) == 5
     full_scale.show_sweeps(document)
     assert "wall time 1.00 h" in capsys.readouterr().out

@@ -26,6 +26,7 @@ from typing import Sequence
 from .checkpoint import MODEL_NAME, RESULTS_NAME, run_differences
 from .config import COHORT_FIELDS, TrainConfig, data_seed
 from .files import atomic_write_text, file_sha256
+from . import plans
 from .loop import run_cohort
 from .plans import (
     ABLATION_KNOBS,
@@ -38,27 +39,13 @@ from .plans import (
     combined_plan,
     comparison_plan,
     longer_plan,
+    sweep_values,
 )
 from .progress import progress_bar
 from .provenance import provenance
 from .shipped import shipped_record
 
-__all__ = [
-    "SCALES",
-    "COMPARISON_METHODS",
-    "LONGER_EPOCHS",
-    "ABLATION_KNOBS",
-    "PlannedRun",
-    "Plan",
-    "comparison_plan",
-    "ablation_plan",
-    "combined_plan",
-    "longer_plan",
-    "run_plan",
-    "cohorts",
-    "default_output",
-    "aggregate",
-]
+__all__ = [*plans.__all__, "run_plan", "cohorts", "default_output", "aggregate"]
 
 
 def default_output(plan: Plan, root: str | os.PathLike = "runs") -> Path:

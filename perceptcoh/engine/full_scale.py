@@ -20,13 +20,13 @@ import numpy as np
 from IPython.display import HTML, display
 
 from .cost import forward_flops
-from .experiments import COMPARISON_METHODS, SCALES, Plan, aggregate, run_plan
-from .report import METHOD_NAMES, comparison_table, html_table, verdicts
+from .experiments import COMPARISON_METHODS, SCALES, Plan, aggregate, run_plan, sweep_values
+from .report import METHOD_NAMES, comparison_table, html_table, sweep, verdicts
 
 __all__ = ["COMPARISON", "ABLATION", "PUBLISHED", "COMPARISON_COMMAND", "ABLATION_COMMAND",
            "PUBLISHED_SOURCE", "LABELS", "run_on_gpu", "provenance", "check_comparison",
            "show_comparison", "published_table", "check_published", "plan_summary",
-           "check_comparison_plan", "sweep", "plot_knob", "check_sweeps", "show_sweeps",
+           "check_comparison_plan", "plot_knob", "check_sweeps", "show_sweeps",
            "ablation_plan_summary", "check_ablation_plan"]
 
 COMPARISON, ABLATION = "cifar100-comparison.json", "cifar100-ablation.json"
@@ -167,28 +167,10 @@ def check_comparison_plan(plan: Plan) -> None:
 # The ablations.
 
 
-def sweep(document: dict, knob: str) -> list[tuple]:
-    """``(value, score, gap, beta)`` of each run of ``knob``, sorted by value unless the
-    values are names; the score is top-1 in the supervised protocol, the linear probe in
-    the pure one, the gap ``nan`` where a run has none."""
-    points = []
-    for entry in document["runs"]:
-        if entry["key"].get("knob") != knob:
-            continue
-        metrics = entry["metrics"]
-        supervised = entry["key"]["protocol"] == "supervised"
-        points.append((entry["key"]["value"],
-                       metrics["top1" if supervised else "linear_probe_top1"],
-                       metrics.get("perception_gap_r1", math.nan), entry["beta"]))
-    if not any(isinstance(p[0], str) for p in points):
-        points.sort(key=lambda p: p[0])
-    return points
-
-
 def plot_knob(document: dict, knob: str, title: str) -> None:
     """Plot one sweep (score on the left axis, gap on the right), then print its
     points."""
-    points = sweep(document, knob)
+    points = sweep(document["runs"], knob)
     values = [p[0] for p in points]
     categorical = any(isinstance(v, str) for v in values)
     x = np.arange(len(values)) if categorical else np.array(values, dtype=float)
@@ -212,8 +194,7 @@ def plot_knob(document: dict, knob: str, title: str) -> None:
 
 
 def _planned_values(knob: str, scale: str) -> list[str]:
-    values = list(SCALES[scale]["ablations"][knob])
-    return sorted(map(str, values + ([0.0] if knob == "gradient_ratio" else [])))
+    return sorted(map(str, sweep_values(knob, SCALES[scale]["ablations"][knob])))
 
 
 def check_sweeps(document: dict, scale: str = "full") -> None:
@@ -222,7 +203,7 @@ def check_sweeps(document: dict, scale: str = "full") -> None:
     and every metric is finite."""
     _require(document["completed"], "not completed")
     for knob in SCALES[scale]["ablations"]:
-        found = [p[0] for p in sweep(document, knob)]
+        found = [p[0] for p in sweep(document["runs"], knob)]
         _require(sorted(map(str, found)) == _planned_values(knob, scale), (knob, found))
     batch = SCALES[scale]["student"]["batch_size"]
     default = {e["output_dir"] for e in document["runs"]

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .plans import sweep_values
 from .report import METHOD_NAMES, SCORE_KEYS, collapsed_runs, html_table, runs_of, students
 from .report import sweep as sweep_points
 
@@ -124,8 +125,7 @@ def check_comparison(document: dict, methods: Sequence[str], seeds: Sequence[int
     supervised one) for every seed, from the shipped teacher ``shipped`` whose checkpoint
     has ``sha256``; every run (ablations too) with finite metrics and a ``collapsed`` flag,
     and none collapsed."""
-    _require(document["completed"] and document["scale"] == scale,
-             f"not a completed {scale} document")
+    _completed(document, scale)
     found = sorted((e["key"]["method"], e["key"]["protocol"], e["key"]["seed"])
                    for e in runs_of(document))
     planned = sorted((m, p, s) for m in methods
@@ -143,6 +143,11 @@ def check_comparison(document: dict, methods: Sequence[str], seeds: Sequence[int
     _healthy(document)
 
 
+def _completed(document: dict, scale: str) -> None:
+    _require(document["completed"] and document["scale"] == scale,
+             f"not a completed {scale} document")
+
+
 def _healthy(document: dict) -> None:
     _require(all("collapsed" in e for e in document["runs"]),
              "a run was saved before the collapse check")
@@ -153,8 +158,7 @@ def check_longer(document: dict, methods: Sequence[str], seeds: Sequence[int], e
                  scale: str = "laptop") -> None:
     """A completed longer schedule of ``scale``: each of ``methods`` from every seed, for
     ``epochs`` epochs, none collapsed."""
-    _require(document["completed"] and document["scale"] == scale,
-             f"not a completed {scale} document")
+    _completed(document, scale)
     found = sorted((e["key"]["method"], e["key"]["seed"]) for e in document["runs"])
     _require(found == sorted((m, s) for m in methods for s in seeds),
              f"the longer runs are {found}")
@@ -171,7 +175,7 @@ def check_sweeps(document: dict, ablations: Mapping[str, Sequence], method: str 
     same student measured on the same batch), None at 0."""
     points = runs_of(document, comparison=False)
     for knob, values in ablations.items():
-        expected = list(values) + ([0.0] if knob == "gradient_ratio" else [])
+        expected = sweep_values(knob, values)
         found = [point[0] for point in sweep_points(points, knob)]
         _require(sorted(map(str, found)) == sorted(map(str, expected)),
                  f"the {knob} sweep has {found}, the plan {expected}")
@@ -270,13 +274,16 @@ def compare_live(live: dict, saved: dict, methods: Sequence[str],
     here, origin = live["provenance"], saved["provenance"]
     locked = all(here[k] == origin[k] for k in ("torch", "device", "cpu_threads")) and all(
         e["beta"] == s["beta"] for e, s in pairs)
+    spreads: dict[tuple[str, str], float] = {}  # one pooled spread per protocol and metric
     compared = []
     for entry, reference in pairs:
         protocol = entry["key"]["protocol"]
         for metric in metrics:
             if metric in reference["metrics"]:
-                tolerance = 0.0 if locked else 4 * math.sqrt(2) * pooled_spread(
-                    runs_of(saved), protocol, metric, methods)
+                if not locked and (protocol, metric) not in spreads:
+                    spreads[protocol, metric] = pooled_spread(runs_of(saved), protocol,
+                                                              metric, methods)
+                tolerance = 0.0 if locked else 4 * math.sqrt(2) * spreads[protocol, metric]
                 compared.append((entry["key"], metric, entry["metrics"][metric],
                                  reference["metrics"][metric], tolerance))
     return LiveCheck(tuple(compared), locked)

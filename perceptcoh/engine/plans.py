@@ -56,6 +56,7 @@ __all__ = [
     "ablation_plan",
     "combined_plan",
     "longer_plan",
+    "sweep_values",
 ]
 
 # PC first, then the baselines strongest in RepDistiller's table for resnet32x4 -> resnet8x4
@@ -234,6 +235,12 @@ def ablation_plan(
         plan.runs.append(_student(plan, key, pair[0], pair[1], root, execution, method="ce",
                                   protocol="supervised", seed=seed))
     return plan
+
+
+def sweep_values(knob: str, values: Sequence) -> list:
+    """The points an :func:`ablation_plan` sweep of ``knob`` over ``values`` has: the values,
+    and ``0.0`` for ``gradient_ratio`` (CE alone, its end point)."""
+    return list(values) + ([0.0] if knob == "gradient_ratio" else [])
 
 
 def combined_plan(
