@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import HTML
 
 from .report import html_table
 from .synthetic import Comparison
 
-__all__ = ["Table", "score_table", "sheet_colours", "show_embeddings"]
+__all__ = ["score_table", "sheet_colours", "show_embeddings"]
 
 
-class Table:
-    """An HTML table that a notebook displays as HTML (``.html`` is its text)."""
-
-    def __init__(self, html: str) -> None:
-        self.html = html
-
-    def _repr_html_(self) -> str:
-        return self.html
-
-    def __repr__(self) -> str:
-        return "<HTML table>"
-
-
-def score_table(name: str, run: Comparison, test_size: int) -> Table:
+def score_table(name: str, run: Comparison, test_size: int) -> HTML:
     """One seed's held-out scores per method: learning rate, gap, kNN agreement,
     trustworthiness and training seconds."""
     rows = [[method, "–" if row["lr"] is None else f"{row['lr']:.0e}",
@@ -33,8 +21,8 @@ def score_table(name: str, run: Comparison, test_size: int) -> Table:
              f"{row['seconds']:.1f}" if "seconds" in row else "–"]
             for method, row in run.results.items()]
     caption = f"{name}: held-out scores ({test_size} inputs), seed 0"
-    return Table(html_table(["method", "lr", "gap", "kNN", "trust", "train s"], rows,
-                                 caption=caption))
+    return HTML(html_table(["method", "lr", "gap", "kNN", "trust", "train s"], rows,
+                           caption=caption))
 
 
 def sheet_colours(uv: np.ndarray) -> np.ndarray:
