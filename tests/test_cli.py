@@ -101,7 +101,7 @@ def test_invalid_values_exit_with_status_1(capsys, tmp_path):
                      str(tmp_path / "missing.pt"), "--output-dir", str(tmp_path / "run")])
     assert code == 1
     assert "missing.pt does not exist" in capsys.readouterr().err
-    code = cli.main(["train-teacher", "--preset", "smoke", "--epochs", "0"])
+    code = cli.main(["train-teacher", "--preset", "smoke", "--epochs", "-1"])
     assert code == 1
     assert "epochs must be" in capsys.readouterr().err
 

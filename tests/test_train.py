@@ -278,7 +278,7 @@ def test_teacher_checkpoint_must_fit(teacher):
     ("dataset", "imagenet", "unknown dataset 'imagenet'"),
     ("protocol", "semi", "unknown protocol"),
     ("schedule", "linear", "unknown schedule"),
-    ("epochs", 0, "epochs must be"),
+    ("epochs", -1, "epochs must be"),
     ("lr", -1.0, "lr must be"),
 ])
 def test_invalid_config_gives_a_clear_error(field, value, message):

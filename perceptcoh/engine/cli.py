@@ -29,6 +29,9 @@ from . import presets
 __all__ = ["main", "build_parser"]
 
 EXIT_INCOMPLETE = 75  # EX_TEMPFAIL: stopped by --time-limit, continue with --resume
+
+# The fair test's three steps (perceptcoh.engine.fair), in order.
+FAIR_STEPS = ("fair-plan", "fair-selection", "fair-final")
 _TRANSFER_ONLY = ("method", "teacher", "teacher_checkpoint", "protocol", "beta",
                   "gradient_ratio", "loss_options", "teacher_probes")
 
@@ -102,9 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
         "ones resumed. Then gather every run's metrics, wall time and provenance, with the "
         "teachers' SHA-256, into one JSON document.",
     )
-    experiment.add_argument("name", choices=["comparison", "ablation", "all", "longer"],
+    experiment.add_argument("name", choices=["comparison", "ablation", "all", "longer",
+                                             *FAIR_STEPS],
                             help="which experiment (all: comparison and ablation, sharing "
-                            "passes; longer: the pure protocol trained longer)")
+                            "passes; longer: the pure protocol trained longer; the fair "
+                            "test, in order: fair-plan registers its grid, rule and margins "
+                            "(commit the file before the selection), fair-selection chooses "
+                            "each method's setting on the validation split, fair-final "
+                            "trains the chosen settings from fresh seeds)")
     experiment.add_argument("--scale", choices=["full", "laptop", "cpu"], default="full",
                             help="full: CIFAR-100 on a GPU; laptop: CIFAR-100 on 2 CPU cores "
                             "with the shipped teacher; cpu: a small subset, "
@@ -194,6 +202,11 @@ def _experiment(arguments: dict) -> int:
     name, root = arguments["name"], arguments["root"]
     execution = {"data_root": arguments["data_root"], "device": arguments["device"],
                  "progress": arguments["progress"]}
+    if name in FAIR_STEPS:
+        if any(arguments[option] is not None for option in ("pairs", "methods", "seeds")):
+            raise ValueError("--pairs, --methods and --seeds select comparison runs; the fair "
+                             "test's runs are registered in perceptcoh.engine.fair")
+        return _fair_experiment(name, arguments, execution)
     selection = {}
     if arguments["seeds"] is not None:
         selection["seeds"] = arguments["seeds"]
@@ -219,14 +232,73 @@ def _experiment(arguments: dict) -> int:
                              "run PC on the scale's first pair")
         plan = ablation_plan(arguments["scale"], root=root, **selection, **execution)
     if arguments["dry_run"]:
-        from .cost import format_cost, plan_cost
-
-        print(format_cost(plan_cost(plan, device=arguments["device"],
-                                    cohort_size=arguments["cohort_size"])))
-        return 0
+        return _print_cost(plan, arguments)
     output = arguments["output"] or default_output(plan, root)
     document = run_plan(plan, output, time_limit=arguments["time_limit"],
                         progress=arguments["progress"], cohort_size=arguments["cohort_size"])
+    return _report(document, output)
+
+
+def _fair_experiment(name: str, arguments: dict, execution: dict) -> int:
+    """The fair test's steps: fair-plan, fair-selection, fair-final."""
+    from pathlib import Path
+
+    from .experiments import default_output, run_fair_final, run_fair_selection
+    from .fair import registration
+    from .files import atomic_write_text
+    from .plans import Plan
+    from .provenance import committed_in, provenance
+
+    scale, root = arguments["scale"], arguments["root"]
+    paths = {step: default_output(Plan(step, scale, {}, {}), root) for step in FAIR_STEPS}
+    output = Path(arguments["output"] or paths[name])
+    if name == "fair-plan":
+        document = {"registration": registration(scale), "provenance": provenance()}
+        atomic_write_text(output, json.dumps(document, indent=1) + "\n")
+        print(f"registered the fair test in {output}: commit it before running "
+              f"'python -m perceptcoh experiment fair-selection --scale {scale}'")
+        return 0
+    options = dict(root=root, time_limit=arguments["time_limit"],
+                   cohort_size=arguments["cohort_size"], **execution)
+    if name == "fair-selection":
+        path = paths["fair-plan"]
+        if not path.is_file():
+            raise FileNotFoundError(f"no registration at {path}: run 'python -m perceptcoh "
+                                    f"experiment fair-plan --scale {scale}' and commit it")
+        registered = {**json.loads(path.read_text()), "path": str(path),
+                      "committed_in": committed_in(path)}
+        if registered["committed_in"] is None and scale != "cpu":
+            raise ValueError(f"{path} is not committed as it is: the registration must be "
+                             f"committed before the first selection run")
+        if arguments["dry_run"]:
+            from .fair import selection_plan
+
+            return _print_cost(selection_plan(scale, root=root, **execution), arguments)
+        document = run_fair_selection(scale, registered, output, **options)
+    else:
+        path = paths["fair-selection"]
+        if not path.is_file():
+            raise FileNotFoundError(f"no selection document at {path}: run 'python -m "
+                                    f"perceptcoh experiment fair-selection --scale {scale}'")
+        selection = json.loads(path.read_text())
+        if arguments["dry_run"]:
+            from .fair import final_plan
+
+            return _print_cost(final_plan(scale, selection["chosen"], root=root,
+                                          **execution), arguments)
+        document = run_fair_final(scale, selection, output, **options)
+    return _report(document, output)
+
+
+def _print_cost(plan, arguments: dict) -> int:
+    from .cost import format_cost, plan_cost
+
+    print(format_cost(plan_cost(plan, device=arguments["device"],
+                                cohort_size=arguments["cohort_size"])))
+    return 0
+
+
+def _report(document: dict, output) -> int:
     if not document["completed"]:
         print(f"stopped by the time limit with {len(document['missing'])} runs left; run the "
               f"same command again to continue", file=sys.stderr)

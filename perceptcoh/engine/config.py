@@ -51,17 +51,19 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 # The others only say how or where it is executed.
 # teacher_checkpoint says where the teacher is; which teacher it is, its SHA-256, is checked
 # on its own.
+# curve_every only reads the training (tests/test_curves.py checks that the weights are the
+# same with and without it).
 EXECUTION_FIELDS = frozenset(
     {"data_root", "teacher_checkpoint", "device", "precision", "channels_last", "compile", "eval_every",
      "eval_batch_size", "teacher_probes", "triplet_points", "output_dir", "resume",
-     "time_limit", "checkpoint_every", "progress"}
+     "time_limit", "checkpoint_every", "progress", "curve_every"}
 )
 
 
 # Fields on which the students of one pass must agree: they decide the batches, where the
 # data and the teacher live, and how a step runs.
-COHORT_FIELDS = ("dataset", "data_root", "train_subset", "test_subset", "probe_subset",
-                 "batch_size", "crop_padding", "flip", "device", "precision", "channels_last",
+COHORT_FIELDS = ("dataset", "data_root", "validation_split", "train_subset", "test_subset",
+                 "probe_subset", "batch_size", "crop_padding", "flip", "device", "precision", "channels_last",
                  "compile")
 
 
@@ -118,7 +120,8 @@ class TrainConfig:
         "{\"temperature\": 4} for kd"
     )
     # Optimisation: SGD, RepDistiller's CIFAR recipe by default.
-    epochs: int = _option(240, "number of epochs")
+    epochs: int = _option(240, "number of epochs; 0 trains nothing and scores the initial "
+                          "model (the untrained control)")
     batch_size: int = _option(
         128, "global batch size (split evenly across processes under torchrun)"
     )
@@ -150,8 +153,15 @@ class TrainConfig:
     flip: bool | None = _option(
         None, "random horizontal flips; default on for CIFAR, off for digits"
     )
+    validation_split: int | None = _option(
+        None, "hold out N training images, N / classes of each class, drawn by a fixed seed "
+        "(VALIDATION_SEED, whatever seed and data_seed are), as a validation split: the run "
+        "trains on the rest, and its probes, fitted on training images, are scored on the "
+        "validation split (val_* metrics) and on the test set, apart"
+    )
     train_subset: int | None = _option(
-        None, "train on the first N images of a seeded permutation (smoke runs)"
+        None, "train on the first N images of a seeded permutation (smoke runs; drawn from "
+        "what validation_split leaves)"
     )
     test_subset: int | None = _option(
         None, "evaluate on the first N test images of a seeded permutation (smoke runs)"
@@ -205,6 +215,11 @@ class TrainConfig:
     progress: bool = _option(
         True, "report each epoch: a tqdm bar on a terminal, one line per epoch otherwise"
     )
+    curve_every: int = _option(
+        0, "every this many steps, record a learning-curve point (transfer loss, "
+        "|grad(beta L)| / |grad CE|, feature norm, effective rank of the batch features) in "
+        "the epoch's history; 0: none"
+    )
 
 
 def validate(config: TrainConfig, *, teacher_given: bool = False) -> TrainConfig:
@@ -249,7 +264,7 @@ def validate(config: TrainConfig, *, teacher_given: bool = False) -> TrainConfig
     for name in ("model_options", "loss_options"):
         if not isinstance(getattr(config, name), dict):
             raise ValueError(f"{name} must be a dict, got {getattr(config, name)!r}")
-    integer("epochs", config.epochs, 1)
+    integer("epochs", config.epochs, 0)
     integer("batch_size", config.batch_size, 1)
     real("lr", config.lr, 0)
     real("momentum", config.momentum, 0, 1)
@@ -265,6 +280,7 @@ def validate(config: TrainConfig, *, teacher_given: bool = False) -> TrainConfig
     for milestone in milestones:
         real("milestones", milestone, 0, 1)
     integer("crop_padding", config.crop_padding, 0, optional=True)
+    integer("validation_split", config.validation_split, 1, optional=True)
     integer("train_subset", config.train_subset, 1, optional=True)
     integer("test_subset", config.test_subset, 1, optional=True)
     integer("probe_subset", config.probe_subset, 1, optional=True)
@@ -275,6 +291,7 @@ def validate(config: TrainConfig, *, teacher_given: bool = False) -> TrainConfig
     integer("triplet_points", config.triplet_points, 3)
     real("time_limit", config.time_limit, 0, optional=True)
     integer("checkpoint_every", config.checkpoint_every, 0)
+    integer("curve_every", config.curve_every, 0)
     if not (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
     output_dir = config.output_dir

@@ -96,7 +96,9 @@ def measured_rate(model: str, dataset: str, device: str = "auto", *, batch_size:
 
 def _images(config: TrainConfig) -> int:
     """Training images ``config``'s run processes, over all its epochs."""
-    train_images = config.train_subset or _SIZES[config.dataset][0]
+    train_images = _SIZES[config.dataset][0] - (config.validation_split or 0)
+    if config.train_subset is not None:
+        train_images = min(train_images, config.train_subset)
     return config.epochs * (train_images // config.batch_size) * config.batch_size
 
 

@@ -36,6 +36,7 @@ from .feature_metrics import (
     fit_linear_probe,
     knn_accuracy,
     linear_probe_accuracy,
+    linear_probe_scores,
     retrieval_map,
     transfer_metrics,
 )
@@ -198,6 +199,7 @@ def evaluate_models(
     test_set: ImageDataset,
     *,
     train_set: ImageDataset | None = None,
+    validation_set: ImageDataset | None = None,
     teacher: nn.Module | None = None,
     teacher_reference: TeacherReference | None = None,
     classifier: bool = True,
@@ -217,6 +219,10 @@ def evaluate_models(
     * ``linear_probe_top1``, ``knn_top1`` (with ``train_set``): probes fitted on the
       student's frozen features of ``train_set`` (clean images), scored on ``test_set``.
     * ``retrieval_map``: same-label retrieval among the student's test features.
+    * with ``validation_set`` (held-out training images): ``val_top1`` (with ``classifier``)
+      and, with ``train_set``, ``val_linear_probe_top1`` and ``val_knn_top1``, from the same
+      probes as the test scores. Hyper-parameters are chosen on these, never on the test
+      scores (:mod:`perceptcoh.engine.selection`).
     * with ``teacher``: :func:`transfer_metrics` between the two on the test set, and
       (with ``teacher_probes``) ``teacher_top1``, the teacher's probes and retrieval as
       ``teacher_*``.
@@ -229,8 +235,12 @@ def evaluate_models(
     # IEEE float32 for the forward passes and for the distances of the metrics.
     with ieee_float32(_model_device(student)):
         features, logits, labels = _outputs(student, test_set, **common)
+        validation = None
+        if validation_set is not None:
+            validation = _outputs(student, validation_set, **common)
         results = _model_metrics(student, "", features, logits, labels, test_set, train_set,
-                                 classifier, k, metric, batch_size, channels_last)
+                                 classifier, k, metric, batch_size, channels_last,
+                                 validation=validation)
         if teacher is not None:
             reference = teacher_reference
             if reference is None:
@@ -260,22 +270,35 @@ def evaluate_models(
 def _model_metrics(model: nn.Module, prefix: str, features: torch.Tensor, logits: torch.Tensor,
                    labels: torch.Tensor, test_set: ImageDataset,
                    train_set: ImageDataset | None, classifier: bool, k: int, metric: Metric,
-                   batch_size: int, channels_last: bool) -> dict[str, float]:
-    """One model's top-1 (with ``classifier``), probes (with ``train_set``) and retrieval."""
+                   batch_size: int, channels_last: bool,
+                   validation: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                   ) -> dict[str, float]:
+    """One model's top-1 (with ``classifier``), probes (with ``train_set``) and retrieval;
+    with ``validation`` (features, logits and labels of a validation split) the top-1 and
+    probes on it too, as ``val_*``."""
     results: dict[str, float] = {}
+    scored = {"": (features, logits, labels)}
+    if validation is not None:
+        scored["val_"] = validation
     if classifier:
-        results[f"{prefix}top1"] = float((logits.argmax(dim=1) == labels).float().mean())
+        for split, (_, split_logits, split_labels) in scored.items():
+            results[f"{prefix}{split}top1"] = float(
+                (split_logits.argmax(dim=1) == split_labels).float().mean())
     if train_set is not None:
         train_features, train_labels = extract_features(
             model, train_set, batch_size=batch_size, channels_last=channels_last)
         num_classes = max(train_set.num_classes, test_set.num_classes)
-        results[f"{prefix}linear_probe_top1"] = linear_probe_accuracy(
-            train_features, train_labels, features, labels, num_classes=num_classes
-        )
-        results[f"{prefix}knn_top1"] = knn_accuracy(
-            train_features, train_labels, features, labels,
-            k=min(k, len(train_set)), metric=metric,
-        )
+        probes = linear_probe_scores(
+            train_features, train_labels,
+            [(split_features, split_labels) for split_features, _, split_labels
+             in scored.values()], num_classes=num_classes)
+        for split, probe, (split_features, _, split_labels) in zip(scored, probes,
+                                                                   scored.values()):
+            results[f"{prefix}{split}linear_probe_top1"] = probe
+            results[f"{prefix}{split}knn_top1"] = knn_accuracy(
+                train_features, train_labels, split_features, split_labels,
+                k=min(k, len(train_set)), metric=metric,
+            )
     results[f"{prefix}retrieval_map"] = retrieval_map(features, labels, metric=metric)
     return results
 

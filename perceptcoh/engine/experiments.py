@@ -41,11 +41,15 @@ from .plans import (
     longer_plan,
     sweep_values,
 )
+from .fair import KNOBS, extensions_for, final_plan, registration, selection_plan
+from .files import jsonable
 from .progress import progress_bar
+from .selection import choose
 from .provenance import provenance
 from .shipped import shipped_record
 
-__all__ = [*plans.__all__, "run_plan", "cohorts", "default_output", "aggregate"]
+__all__ = [*plans.__all__, "run_plan", "cohorts", "default_output", "aggregate",
+           "run_fair_selection", "run_fair_final"]
 
 
 def default_output(plan: Plan, root: str | os.PathLike = "runs") -> Path:
@@ -163,6 +167,78 @@ def run_plan(
     return document
 
 
+def run_fair_selection(scale: str, registered: dict, output: str | os.PathLike | None = None,
+                       *, root: str | os.PathLike = "runs", time_limit: float | None = None,
+                       cohort_size: int | None = None, **execution) -> dict:
+    """The fair test's selection (:func:`perceptcoh.engine.fair.selection_plan`): train what
+    is missing, choose each method's setting on validation scores
+    (:func:`perceptcoh.engine.selection.choose`), extend the grid of a method chosen at an
+    edge once (:func:`perceptcoh.engine.fair.extensions_for`) and choose again. The document
+    is :func:`run_plan`'s with ``registered`` (the committed registration, which must equal
+    :func:`perceptcoh.engine.fair.registration` of ``scale``), ``first_choice``,
+    ``extensions`` and ``chosen``; ``completed: False`` when ``time_limit`` stopped it.
+    ``execution``: TrainConfig fields that only say how the runs are executed
+    (``progress`` also shows the plan's bar).
+
+    Raises:
+        ValueError: ``registered`` is not what the code would register (the grid, rule or
+            margins changed after registration).
+    """
+    if jsonable(registered.get("registration")) != jsonable(registration(scale)):
+        raise ValueError("the registered fair-test plan differs from the one the code runs; "
+                         "the registration is fixed before the runs: restore the code or "
+                         "register anew before any selection run")
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
+    knob_order = {method: knob.values for method, knob in KNOBS.items()}
+    extensions: dict = {}
+    first = None
+    while True:
+        plan = selection_plan(scale, extensions=extensions, root=root, **execution)
+        document = run_plan(plan, time_limit=_remaining(deadline),
+                            progress=execution.get("progress", True), cohort_size=cohort_size)
+        if not document["completed"]:
+            return document
+        chosen = choose(document["runs"], knob_order)
+        if first is not None:
+            break
+        first = chosen
+        extensions = extensions_for(chosen)
+        if not extensions:
+            break
+    document.update({"registered": registered, "first_choice": first,
+                     "extensions": extensions, "chosen": chosen})
+    if output is not None:
+        atomic_write_text(output, json.dumps(document, indent=1) + "\n")
+    return document
+
+
+def run_fair_final(scale: str, selection: dict, output: str | os.PathLike | None = None, *,
+                   root: str | os.PathLike = "runs", time_limit: float | None = None,
+                   cohort_size: int | None = None, **execution) -> dict:
+    """The fair test's final runs (:func:`perceptcoh.engine.fair.final_plan`) at the
+    settings ``selection`` (a completed :func:`run_fair_selection` document) chose, with
+    its registration and choices copied into the document."""
+    if not selection.get("completed") or "chosen" not in selection:
+        raise ValueError("the selection document is not complete: run "
+                         "'python -m perceptcoh experiment fair-selection' to the end first")
+    if jsonable(selection["registered"]["registration"]) != jsonable(registration(scale)):
+        raise ValueError("the selection was run under another registration than the code's")
+    plan = final_plan(scale, selection["chosen"], root=root, **execution)
+    document = run_plan(plan, time_limit=time_limit, progress=execution.get("progress", True),
+                        cohort_size=cohort_size)
+    if document["completed"]:
+        document.update({"registered": selection["registered"],
+                         "chosen": selection["chosen"],
+                         "selection_provenance": selection["provenance"]})
+        if output is not None:
+            atomic_write_text(output, json.dumps(document, indent=1) + "\n")
+    return document
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.perf_counter())
+
+
 def cohorts(configs: Sequence[TrainConfig], size: int | None = None) -> list[list[TrainConfig]]:
     """``configs`` split into groups that can train in one pass (the same
     :data:`perceptcoh.engine.COHORT_FIELDS`, data seed and, for transfer runs, teacher; a
@@ -237,7 +313,7 @@ def _train(configs: list[TrainConfig], deadline: float | None) -> list[dict] | N
         if remaining <= 0:
             return None
     results = run_cohort([dataclasses.replace(config, resume=True, time_limit=remaining)
-                          for config in configs])
+                          for config in configs], keep_going=True)
     return results if all(result["completed"] for result in results) else None
 
 
@@ -278,6 +354,8 @@ def _run_record(planned: PlannedRun, results: dict) -> dict:
         "metrics": results["metrics"],
         # None for a run saved before the collapse check: unknown.
         "collapsed": results.get("collapsed"),
+        # The epoch and loss at which it diverged (no metrics then); None when it did not.
+        "diverged": results.get("diverged"),
         "collapse": results.get("collapse"),
         "beta": results["beta"],
         "teacher_sha256": (results.get("teacher") or {}).get("sha256"),
@@ -288,4 +366,7 @@ def _run_record(planned: PlannedRun, results: dict) -> dict:
         "images_per_second_after_first_epoch": results["images_per_second_after_first_epoch"],
         "config": results["config"],
         "provenance": results["provenance"],
+        # Every learning-curve point of the run (perceptcoh.engine.curves), in order.
+        "curve": [point for record in results.get("history", [])
+                  for point in record.get("curve", [])],
     }

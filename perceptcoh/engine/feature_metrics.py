@@ -28,6 +28,7 @@ from .files import seeded_prefix
 
 __all__ = [
     "linear_probe_accuracy",
+    "linear_probe_scores",
     "fit_linear_probe",
     "knn_accuracy",
     "retrieval_map",
@@ -80,12 +81,30 @@ def linear_probe_accuracy(
         )
     if num_classes is None:
         num_classes = int(torch.maximum(train_labels.max(), test_labels.max())) + 1
+    return linear_probe_scores(train_features, train_labels, [(test_features, test_labels)],
+                               num_classes=num_classes, l2=l2, max_iter=max_iter)[0]
+
+
+def linear_probe_scores(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    queries: list[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    num_classes: int,
+    l2: float = 1e-4,
+    max_iter: int = 500,
+) -> list[float]:
+    """:func:`linear_probe_accuracy` of one probe, fitted once on the train features, on
+    each ``(features, labels)`` of ``queries`` (a validation split and a test set, say)."""
     weight, bias, mean, std = fit_linear_probe(
         train_features, train_labels, num_classes, l2=l2, max_iter=max_iter
     )
-    test = (test_features.detach().to(weight.dtype) - mean) / std
-    predictions = (test @ weight.T + bias).argmax(dim=1)
-    return float((predictions == test_labels).float().mean())
+    scores = []
+    for features, labels in queries:
+        query = (features.detach().to(weight.dtype) - mean) / std
+        predictions = (query @ weight.T + bias).argmax(dim=1)
+        scores.append(float((predictions == labels).float().mean()))
+    return scores
 
 
 def fit_linear_probe(

@@ -67,6 +67,7 @@ from .checkpoint import (
 )
 from .collapse import CollapseWarning, check_collapse, epoch_feature_statistics
 from .config import TrainConfig, data_seed, recipe_sha256
+from .curves import curve_point, curve_records
 from .data import augment, normalize
 from .distributed import any_process
 from .evaluate import evaluate_models, evaluate_teacher, top1_accuracy
@@ -76,12 +77,17 @@ from .provenance import provenance
 from .session import Session, prepare_cohort, set_beta
 
 __all__ = [
-    "NonFiniteLossError", "train_teacher", "transfer", "run", "run_cohort", "train_epoch",
+    "NonFiniteLossError", "DivergenceWarning", "train_teacher", "transfer", "run", "run_cohort", "train_epoch",
     "train_cohort_epoch", "training_batch", "teacher_forward", "optimiser_step", "train_step",
 ]
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class DivergenceWarning(UserWarning):
+    """A student of a cohort trained with ``keep_going`` diverged (its loss became NaN or
+    infinite): it was dropped from the pass, and its results say ``diverged``."""
 
 
 def train_teacher(config: TrainConfig) -> dict:
@@ -117,7 +123,7 @@ def run(config: TrainConfig) -> dict:
     return run_cohort([config])[0]
 
 
-def run_cohort(configs: list[TrainConfig]) -> list[dict]:
+def run_cohort(configs: list[TrainConfig], *, keep_going: bool = False) -> list[dict]:
     """Train several students in one pass over the data (:func:`prepare_cohort`), each
     with its own checkpoint, evaluation and ``results.json``; returns their results in
     order. A student resumed at a later epoch than the others, or with fewer epochs, takes
@@ -127,15 +133,22 @@ def run_cohort(configs: list[TrainConfig]) -> list[dict]:
 
     ``time_limit`` is the smallest of the configs'. Each result has ``cohort`` (the output
     folders of the students trained in the pass) and ``cohort_size``; its seconds and images
-    per second are the pass's.
+    per second are the pass's. A CE-only student of a pass that has a teacher is scored
+    against it too (its perception gap and the other transfer metrics: the control of what
+    labels alone give).
+
+    With ``keep_going``, a student whose epoch loss is NaN or infinite is dropped from the
+    pass instead of stopping it: a :class:`DivergenceWarning` names it, and its results
+    (written, so that a plan does not train it again) have ``diverged`` (the epoch and the
+    loss) and no metrics. A finished student's results have ``diverged: None``.
 
     Raises:
-        as :func:`run`, for any student.
+        as :func:`run`, for any student (``NonFiniteLossError`` only without ``keep_going``).
     """
     started = time.perf_counter()
     sessions = prepare_cohort(configs)
     try:
-        return _run_cohort(sessions, started)
+        return _run_cohort(sessions, started, keep_going)
     finally:
         if sessions[0].distributed_owner:
             torch.distributed.destroy_process_group()
@@ -155,16 +168,19 @@ def train_epoch(session: Session, epoch: int, *, max_steps: int | None = None) -
 
 
 def train_cohort_epoch(sessions: list[Session], epoch: int, *, max_steps: int | None = None,
-                       on_step: Callable[[], None] | None = None) -> list[dict]:
+                       on_step: Callable[[], None] | None = None,
+                       raise_nonfinite: bool = True) -> list[dict]:
     """One epoch of every student of ``sessions`` (from :func:`prepare_cohort`) in one pass
     over the data: each step draws one batch, augments it once and runs the teacher once,
     then steps each student on it. ``on_step`` is called after each step's work is queued
     (a progress bar; it must not wait for the device). Returns one :func:`train_epoch`
-    record per student; the seconds are the pass's, shared by all.
+    record per student; the seconds are the pass's, shared by all. A student whose
+    ``curve_every`` is set also has ``curve``, its learning-curve points
+    (:mod:`perceptcoh.engine.curves`), read from the device with the epoch's sums.
 
     Raises:
         NonFiniteLossError: a student's epoch loss is NaN or infinite (the message names
-            its run).
+            its run); without ``raise_nonfinite`` its record has ``finite: False`` instead.
     """
     lead = sessions[0]
     device, steps = lead.device, lead.steps_per_epoch
@@ -185,14 +201,20 @@ def train_cohort_epoch(sessions: list[Session], epoch: int, *, max_steps: int | 
         teacher.eval()
     _synchronize(device)
     start = time.perf_counter()
+    curves: list[list] = [[] for _ in sessions]
     for step in range(steps):
         first = step * batch_size + lead.rank * lead.local_batch
         indices = order[first : first + lead.local_batch]
         inputs, labels = training_batch(lead, indices, augmentation_generator)
         teacher_outputs = teacher_forward(lead, teacher, inputs)
+        global_step = epoch * lead.steps_per_epoch + step
         for index, session in enumerate(sessions):
+            every = session.config.curve_every
+            curve = curves[index] if every and global_step % every == 0 else None
             loss, logits = optimiser_step(session, inputs, labels, *teacher_outputs,
-                                          indices=indices)
+                                          indices=indices, curve=curve)
+            if curve is not None:
+                curve[-1] = (global_step, curve[-1])
             loss_sums[index] += loss
             correct[index] += (logits.argmax(dim=1) == labels).sum()
         if on_step is not None:
@@ -204,18 +226,25 @@ def train_cohort_epoch(sessions: list[Session], epoch: int, *, max_steps: int | 
     seconds = time.perf_counter() - start
     images = steps * batch_size
     records = []
-    for session, (loss_total, correct_total) in zip(sessions, totals):
+    for session, (loss_total, correct_total), curve in zip(sessions, totals, curves):
         mean_loss = loss_total / (max(steps, 1) * lead.world_size)
+        record = {"loss": mean_loss, "train_top1": correct_total / max(images, 1),
+                  "images": images, "seconds": seconds}
+        if session.config.curve_every:
+            record["curve"] = curve_records(curve)
         if not math.isfinite(mean_loss):
-            config = session.config
-            raise NonFiniteLossError(
-                f"the training loss of epoch {epoch + 1} of {config.output_dir} is {mean_loss} "
-                f"(method {config.method!r}, lr {config.lr}, beta {session.beta}); lower the "
-                f"learning rate or beta, or check the teacher checkpoint"
-            )
-        records.append({"loss": mean_loss, "train_top1": correct_total / max(images, 1),
-                        "images": images, "seconds": seconds})
+            if raise_nonfinite:
+                raise NonFiniteLossError(_divergence_message(session, epoch, mean_loss))
+            record["finite"] = False
+        records.append(record)
     return records
+
+
+def _divergence_message(session: Session, epoch: int, loss: float) -> str:
+    config = session.config
+    return (f"the training loss of epoch {epoch + 1} of {config.output_dir} is {loss} "
+            f"(method {config.method!r}, lr {config.lr}, beta {session.beta}); lower the "
+            f"learning rate or beta, or check the teacher checkpoint")
 
 
 def training_batch(session: Session, indices: torch.Tensor, generator: torch.Generator
@@ -247,13 +276,20 @@ def teacher_forward(session: Session, teacher: nn.Module | None, inputs: torch.T
 
 def optimiser_step(session: Session, inputs: torch.Tensor, labels: torch.Tensor,
                    teacher_features: torch.Tensor | None, teacher_logits: torch.Tensor | None,
-                   *, indices: torch.Tensor | None = None):
+                   *, indices: torch.Tensor | None = None, curve: list | None = None):
     """One optimiser step of ``session``'s student on a prepared batch (``indices``: its
     positions in the training set). Returns the detached loss and the student's logits, on
-    the device: nothing here waits for the device."""
+    the device: nothing here waits for the device. With ``curve`` (a list), the step's
+    learning-curve point (:func:`perceptcoh.engine.curves.curve_point`, a device tensor) is
+    appended to it first."""
     with session.autocast:
-        loss, logits = session.objective(inputs, labels, teacher_features, teacher_logits,
-                                         indices)
+        if curve is None:
+            loss, logits = session.objective(inputs, labels, teacher_features, teacher_logits,
+                                             indices)
+        else:
+            loss, logits, parts = session.objective(inputs, labels, teacher_features,
+                                                    teacher_logits, indices, measure=True)
+            curve.append(curve_point(session.objective, loss, *parts))
     session.optimizer.zero_grad(set_to_none=True)
     if session.scaler is None:
         loss.backward()
@@ -292,13 +328,14 @@ class _Member:
     totals: dict = field(default_factory=lambda: {"train_seconds": 0.0, "train_images": 0,
                                                   "wall_seconds": 0.0})
     wall_offset: float = 0.0
+    diverged: dict | None = None  # {"epoch", "loss"} when its loss became NaN or infinite
 
     @property
     def checkpoint_path(self) -> Path:
         return self.output / CHECKPOINT_NAME
 
 
-def _run_cohort(sessions: list[Session], started: float) -> list[dict]:
+def _run_cohort(sessions: list[Session], started: float, keep_going: bool) -> list[dict]:
     members = [_resume(session) for session in sessions]
     lead = sessions[0]
     is_writer = lead.rank == 0
@@ -310,9 +347,20 @@ def _run_cohort(sessions: list[Session], started: float) -> list[dict]:
                              enabled=lead.config.progress and is_writer)
     stopped_early = False
     for epoch in range(first_epoch, last_epoch):
-        active = [m for m in members if m.start_epoch <= epoch < m.session.config.epochs]
+        active = [m for m in members if m.start_epoch <= epoch < m.session.config.epochs
+                  and m.diverged is None]
+        if not active:
+            break
         records = train_cohort_epoch([m.session for m in active], epoch,
-                                     on_step=reporter.step)
+                                     on_step=reporter.step, raise_nonfinite=not keep_going)
+        for member, stats in zip(active, records):
+            if stats.get("finite", True):
+                continue
+            member.diverged = {"epoch": epoch + 1, "loss": stats["loss"]}
+            if is_writer:
+                warnings.warn(DivergenceWarning(_divergence_message(member.session, epoch,
+                                                                    stats["loss"])))
+        kept = [(m, stats) for m, stats in zip(active, records) if m.diverged is None]
         if time_limit is not None:
             # Stop if another epoch would end past the limit; every process must agree.
             elapsed = time.perf_counter() - started
@@ -322,13 +370,15 @@ def _run_cohort(sessions: list[Session], started: float) -> list[dict]:
         reporter.epoch([
             (member.session.config.output_dir,
              _end_epoch(member, epoch, stats, stopped_early, started, is_writer))
-            for member, stats in zip(active, records)
+            for member, stats in kept
         ])
         if stopped_early:
             break
     reporter.close()
     if stopped_early:
-        return [{"completed": False, "epoch": m.history[-1]["epoch"] if m.history else 0,
+        # A diverged student's results are written now: it is done, whatever the others do.
+        return [_finish_diverged(m, started, is_writer) if m.diverged else
+                {"completed": False, "epoch": m.history[-1]["epoch"] if m.history else 0,
                  "epochs": m.session.config.epochs, "checkpoint": str(m.checkpoint_path),
                  "history": m.history} for m in members]
     reference = None
@@ -341,7 +391,9 @@ def _run_cohort(sessions: list[Session], started: float) -> list[dict]:
             channels_last=distiller.config.channels_last, seed=data_seed(distiller.config),
         )
     cohort = [member.session.config.output_dir for member in members]
-    return [_finish(member, reference, started, cohort, is_writer) for member in members]
+    return [_finish_diverged(member, started, is_writer) if member.diverged else
+            _finish(member, reference, distiller, started, cohort, is_writer)
+            for member in members]
 
 
 def _first_distiller(sessions: Sequence[Session]) -> Session | None:
@@ -409,6 +461,8 @@ def _end_epoch(member: _Member, epoch: int, stats: dict, stopped_early: bool, st
                 session.student, session.test_set, config.eval_batch_size,
                 channels_last=config.channels_last,
             )
+    if "curve" in stats:
+        record["curve"] = stats["curve"]
     member.history.append(record)
     every = config.checkpoint_every
     if is_writer and (last or stopped_early or (every and (epoch + 1) % every == 0)):
@@ -418,17 +472,50 @@ def _end_epoch(member: _Member, epoch: int, stats: dict, stopped_early: bool, st
     return record
 
 
-def _finish(member: _Member, reference, started: float, cohort: list[str],
-            is_writer: bool) -> dict:
+def _finish_diverged(member: _Member, started: float, is_writer: bool) -> dict:
+    """The results of a member whose loss diverged: no metrics, ``diverged`` set; written to
+    its results.json (no model.pt: its weights are not finite)."""
+    session, config = member.session, member.session.config
+    results = {
+        "completed": True,
+        "diverged": member.diverged,
+        "metrics": {},
+        "collapsed": None,
+        "collapse": None,
+        "config": jsonable(asdict(config)),
+        "recipe_sha256": recipe_sha256(config),
+        "teacher": session.teacher_info,
+        "beta": session.beta if config.method != "ce" else None,
+        "epochs_completed": member.history[-1]["epoch"] if member.history else 0,
+        "wall_time_seconds": member.wall_offset + time.perf_counter() - started,
+        "train_seconds": member.totals["train_seconds"],
+        "images_per_second": None,
+        "images_per_second_after_first_epoch": None,
+        "history": member.history,
+        "provenance": provenance(device=session.device),
+    }
+    if is_writer:
+        atomic_write_text(member.output / RESULTS_NAME, json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _finish(member: _Member, reference, distiller: Session | None, started: float,
+            cohort: list[str], is_writer: bool) -> dict:
     """Evaluate a trained member, check its features for collapse (a
     :class:`CollapseWarning` if they have), write its model.pt and results.json; its
-    results."""
+    results. A CE-only member of a pass with a teacher (``distiller``) is scored against
+    that teacher too, without the teacher's own probes."""
     session, history, totals = member.session, member.history, member.totals
     config = session.config
+    teacher = session.teacher
+    if teacher is None and distiller is not None:
+        teacher = distiller.teacher
     metrics = evaluate_models(
         session.student, session.test_set, train_set=session.probe_set,
-        teacher=session.teacher, teacher_reference=reference if session.teacher else None,
-        classifier=session.classifier, teacher_probes=config.teacher_probes,
+        validation_set=session.validation_set,
+        teacher=teacher, teacher_reference=reference if teacher is not None else None,
+        classifier=session.classifier,
+        teacher_probes=config.teacher_probes and session.teacher is not None,
         batch_size=config.eval_batch_size,
         channels_last=config.channels_last, seed=data_seed(config),
         max_points=config.triplet_points,
@@ -445,6 +532,7 @@ def _finish(member: _Member, reference, started: float, cohort: list[str],
         steady_speed = steady_images / sum(record["seconds"] for record in steady)
     results = {
         "completed": True,
+        "diverged": None,
         "metrics": metrics,
         "collapsed": collapse["collapsed"],
         "collapse": collapse,
@@ -460,6 +548,8 @@ def _finish(member: _Member, reference, started: float, cohort: list[str],
         "cohort": cohort,
         "steps_per_epoch": session.steps_per_epoch,
         "train_images": len(session.train_set),
+        "validation_images": (None if session.validation_set is None
+                              else len(session.validation_set)),
         "test_images": len(session.test_set),
         "wall_time_seconds": wall_seconds,
         "train_seconds": totals["train_seconds"],

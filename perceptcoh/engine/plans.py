@@ -57,6 +57,8 @@ __all__ = [
     "combined_plan",
     "longer_plan",
     "sweep_values",
+    "new_plan",
+    "student_run",
 ]
 
 # PC first, then the baselines strongest in RepDistiller's table for resnet32x4 -> resnet8x4
@@ -187,16 +189,16 @@ def comparison_plan(
     pairs = tuple(recipe["pairs"] if pairs is None else pairs)
     seeds = tuple(recipe["seeds"] if seeds is None else seeds)
     _check_methods(methods)
-    plan = _plan("comparison", scale, pairs, root, execution)
+    plan = new_plan("comparison", scale, pairs, root, execution)
     for teacher_model, student_model in pairs:
         for seed in seeds:
             for method in methods:
                 for protocol in ("supervised",) if method == "ce" else ("supervised", "pure"):
                     key = {"pair": f"{teacher_model}->{student_model}", "method": method,
                            "protocol": protocol, "seed": seed}
-                    plan.runs.append(_student(plan, key, teacher_model, student_model, root,
-                                              execution, method=method, protocol=protocol,
-                                              seed=seed))
+                    plan.runs.append(student_run(plan, key, teacher_model, student_model, root,
+                                                 execution, method=method, protocol=protocol,
+                                                 seed=seed))
     return plan
 
 
@@ -215,7 +217,7 @@ def ablation_plan(
     every knob's key, and shares its folder with the comparison's run."""
     recipe = _recipe(scale)
     pair = recipe["pairs"][0]
-    plan = _plan("ablation", scale, (pair,), root, execution)
+    plan = new_plan("ablation", scale, (pair,), root, execution)
     planned: dict[str, PlannedRun] = {}
     for seed in seeds:
         for knob, values in recipe["ablations"].items():
@@ -223,17 +225,17 @@ def ablation_plan(
             for value in values:
                 key = {"pair": f"{pair[0]}->{pair[1]}", "method": "pc", "protocol": protocol,
                        "seed": seed, "knob": knob, "value": value}
-                candidate = _student(plan, key, pair[0], pair[1], root, execution,
-                                     method="pc", protocol=protocol, seed=seed,
-                                     **overrides(value))
+                candidate = student_run(plan, key, pair[0], pair[1], root, execution,
+                                        method="pc", protocol=protocol, seed=seed,
+                                        **overrides(value))
                 # The default setting recurs in every sweep: train it once.
                 config = planned.setdefault(candidate.config.output_dir, candidate).config
                 plan.runs.append(PlannedRun(key, config))
         # beta = 0 is CE alone: the end point of the beta sweep, without PC's cost.
         key = {"pair": f"{pair[0]}->{pair[1]}", "method": "ce", "protocol": "supervised",
                "seed": seed, "knob": "gradient_ratio", "value": 0.0}
-        plan.runs.append(_student(plan, key, pair[0], pair[1], root, execution, method="ce",
-                                  protocol="supervised", seed=seed))
+        plan.runs.append(student_run(plan, key, pair[0], pair[1], root, execution, method="ce",
+                                     protocol="supervised", seed=seed))
     return plan
 
 
@@ -281,14 +283,14 @@ def longer_plan(
     _check_methods(longer["methods"])
     pair = recipe["pairs"][0]
     seeds = tuple(recipe["seeds"] if seeds is None else seeds)
-    plan = _plan("longer", scale, (pair,), root, execution)
+    plan = new_plan("longer", scale, (pair,), root, execution)
     for seed in seeds:
         for method in longer["methods"]:
             key = {"pair": f"{pair[0]}->{pair[1]}", "method": method, "protocol": "pure",
                    "seed": seed, "epochs": longer["epochs"]}
-            plan.runs.append(_student(plan, key, pair[0], pair[1], root, execution,
-                                      method=method, protocol="pure", seed=seed,
-                                      epochs=longer["epochs"]))
+            plan.runs.append(student_run(plan, key, pair[0], pair[1], root, execution,
+                                         method=method, protocol="pure", seed=seed,
+                                         epochs=longer["epochs"]))
     return plan
 
 
@@ -305,7 +307,9 @@ def _check_methods(methods: Sequence[str]) -> None:
                          f"{', '.join(COMPARISON_METHODS)}, got {list(methods)!r}")
 
 
-def _plan(name: str, scale: str, pairs: Sequence[tuple[str, str]], root, execution) -> Plan:
+def new_plan(name: str, scale: str, pairs: Sequence[tuple[str, str]], root, execution) -> Plan:
+    """An empty plan of ``scale`` for ``pairs``: its teachers (the shipped one, or the runs
+    that train them under ``root``), no student runs yet (:func:`student_run` adds them)."""
     recipe = SCALES[scale]["teacher"]
     if not pairs:
         raise ValueError("pairs must name at least one (teacher, student) pair")
@@ -332,10 +336,12 @@ def _plan(name: str, scale: str, pairs: Sequence[tuple[str, str]], root, executi
     return Plan(name, scale, teachers, checkpoints)
 
 
-def _student(plan: Plan, key: dict, teacher_model: str, student_model: str, root, execution,
-             method: str, protocol: str, seed: int, **overrides) -> PlannedRun:
-    """A student run; ``overrides`` equal to the recipe's values are dropped, so that the
-    same setting gets the same config and folder in every plan."""
+def student_run(plan: Plan, key: dict, teacher_model: str, student_model: str, root, execution,
+                method: str, protocol: str, seed: int, **overrides) -> PlannedRun:
+    """A student run of ``plan`` keyed ``key``: the scale's student recipe with
+    ``execution`` and ``overrides`` (TrainConfig fields; ``loss_options`` merged into the
+    scale's); ``overrides`` equal to the recipe's values are dropped, so that the same
+    setting gets the same config and folder in every plan."""
     recipe = SCALES[plan.scale]["student"]
     values = {**recipe, "model": student_model, "method": method, "protocol": protocol,
               "seed": seed, **execution}
@@ -350,7 +356,7 @@ def _student(plan: Plan, key: dict, teacher_model: str, student_model: str, root
         values["loss_options"] = {**scale_options, **options}
         tags += [f"{name}={value}" for name, value in sorted(options.items())]
     for name, value in sorted(overrides.items()):
-        if value != values[name]:
+        if value != values.get(name, getattr(_DEFAULT_CONFIG, name)):
             values[name] = value
             tags.append(f"{name}={value}")
     folder = "-".join([method] + (["pure"] if protocol == "pure" else []) + tags
@@ -366,3 +372,4 @@ def _pc_defaults() -> dict:
 
 
 _PC_DEFAULTS = _pc_defaults()
+_DEFAULT_CONFIG = TrainConfig()

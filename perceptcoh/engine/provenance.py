@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["provenance"]
+__all__ = ["provenance", "committed_in"]
 
 
 def provenance(command: list[str] | None = None,
@@ -35,6 +35,19 @@ def provenance(command: list[str] | None = None,
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def committed_in(path: str | Path) -> str | None:
+    """The commit that last changed ``path`` in the checkout this module lives in, when the
+    file is committed as it is now; ``None`` when it is not committed (new or changed) or
+    there is no git checkout. A registration committed before its runs is proved so."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        return None
+    changed = _git("status", "--porcelain", "--", str(path))
+    if changed is None or changed:
+        return None
+    return _git("log", "-n", "1", "--format=%H", "--", str(path)) or None
 
 
 def _device_name(device: torch.device | str | None) -> str:

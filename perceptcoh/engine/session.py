@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from typing import Callable
 
 import torch
@@ -19,6 +20,7 @@ from .checkpoint import load_teacher
 from .config import COHORT_FIELDS, DEFAULT_BETA, TrainConfig, data_seed, on_logits, \
     resolve_precision, validate
 from .data import ImageDataset, load_dataset, normalize
+from .data.split import validation_split
 from .distributed import init_distributed, resolve_device
 from .files import seeded_prefix
 from .state import Session
@@ -36,7 +38,8 @@ class Objective(nn.Module):
     projection).
 
     ``forward(inputs, labels, teacher_features, teacher_logits)`` returns
-    ``(loss, student_logits)``: ``CE + beta * L`` (supervised), ``pure_weight * L`` (pure) or
+    ``(loss, student_logits)`` (with ``measure=True`` also ``(features, CE, L)``, CE computed
+    in the pure protocol too, for :mod:`perceptcoh.engine.curves`): ``CE + beta * L`` (supervised), ``pure_weight * L`` (pure) or
     ``CE``
     (``transfer_loss=None``), where ``L`` is called on logits for the losses in
     :func:`on_logits` methods and on features otherwise.
@@ -55,20 +58,32 @@ class Objective(nn.Module):
         self.pure_weight = pure_weight
         self.label_smoothing = label_smoothing
 
-    def forward(self, inputs, labels, teacher_features=None, teacher_logits=None, indices=None):
+    def forward(self, inputs, labels, teacher_features=None, teacher_logits=None, indices=None,
+                measure=False):
         features, logits = self.student(inputs)
-        loss = None
-        if self.supervised:
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        if self.transfer_loss is not None:
+        cross_entropy = term = None
+        if self.supervised or measure:
+            # In the pure protocol CE is computed only to be measured, never stepped.
+            cross_entropy = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        if self.transfer_loss is None:
+            loss = cross_entropy
+        else:
             term = transfer_term(self.transfer_loss, features, logits, teacher_features,
                                  teacher_logits, on_logits=self.on_logits,
                                  indices=indices if self.indexed else None)
-            if loss is not None:
-                loss = loss + self.beta * term
+            if self.supervised:
+                loss = cross_entropy + self.beta * term
             else:
                 loss = self.pure_weight * term
+        if measure:
+            return loss, logits, (features, cross_entropy, term)
         return loss, logits
+
+    @property
+    def transfer_weight(self) -> float:
+        """The weight of the transfer loss in the stepped loss: ``beta`` (supervised) or
+        ``pure_weight`` (pure)."""
+        return self.beta if self.supervised else self.pure_weight
 
 
 def prepare(config: TrainConfig, *, teacher: nn.Module | None = None) -> Session:
@@ -99,6 +114,9 @@ def prepare_cohort(configs: list[TrainConfig], *, teacher: nn.Module | None = No
     """
     if not configs:
         raise ValueError("configs must hold at least one TrainConfig")
+    if any(c.curve_every for c in configs) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("curve_every records learning curves in one process; set it to 0 "
+                         "under torchrun")
     configs = [validate(config, teacher_given=teacher is not None) for config in configs]
     _check_cohort(configs)
     lead = configs[0]
@@ -111,6 +129,14 @@ def prepare_cohort(configs: list[TrainConfig], *, teacher: nn.Module | None = No
     seed = data_seed(lead)
     train_set = load_dataset(lead.dataset, "train", lead.data_root)
     test_set = load_dataset(lead.dataset, "test", lead.data_root)
+    validation_set = None
+    if lead.validation_split is not None:
+        # Held out before anything else is drawn, by its own fixed seed; the normalisation
+        # keeps the statistics of the whole training split.
+        kept, held_out = validation_split(train_set.labels, lead.validation_split,
+                                          train_set.num_classes)
+        validation_set = train_set.subset(held_out).to(device)
+        train_set = train_set.subset(kept)
     if lead.train_subset is not None:
         train_set = train_set.subset(seeded_prefix(len(train_set), lead.train_subset, seed))
     if lead.test_subset is not None:
@@ -149,7 +175,8 @@ def prepare_cohort(configs: list[TrainConfig], *, teacher: nn.Module | None = No
         flip if lead.flip is None else lead.flip,
     )
     shared = dict(device=device, rank=rank, world_size=world_size, train_set=train_set,
-                  test_set=test_set, probe_set=probe_set, steps_per_epoch=steps_per_epoch,
+                  test_set=test_set, probe_set=probe_set, validation_set=validation_set,
+                  steps_per_epoch=steps_per_epoch,
                   local_batch=local_batch, augmentation=augmentation,
                   normalisation=normalisation, precision=precision)
     sessions = []

@@ -43,6 +43,8 @@ class Session:
     precision: str  # resolved: "bf16", "fp16" or "fp32"
     scaler: torch.amp.GradScaler | None  # fp16 only
     distributed_owner: bool = False  # this call initialised the process group
+    # Held-out training images (config.validation_split), never trained on; None without.
+    validation_set: ImageDataset | None = None
 
     @property
     def autocast(self) -> torch.autocast:

@@ -1,0 +1,74 @@
+"""What recording learning curves costs a cohort's training (``curve_every``).
+
+    OMP_NUM_THREADS=2 python benchmarks/curve_overhead.py --json out.json
+
+K students (the fair test's methods in turn, pure protocol, ``gradient_ratio=1``; resnet20
+teacher with random weights, resnet8 students, CIFAR-100 batches of 128) train ``--steps``
+steps with ``curve_every`` 0 and ``--curve-every``, alternately, ``--repeats`` times each;
+the overhead is the ratio of the medians, minus 1. The weights reached are checked to be the
+same with and without curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+import torch
+
+from perceptcoh.engine import TrainConfig, prepare_cohort, train_cohort_epoch
+from perceptcoh.engine.fair import FAIR_METHODS
+from perceptcoh.engine.provenance import provenance
+from perceptcoh.models import build_model
+
+
+def run(args: argparse.Namespace, curve_every: int) -> tuple[float, list[dict]]:
+    """Seconds of ``--steps`` steps after one warm-up step, and the final weights."""
+    methods = [FAIR_METHODS[index % len(FAIR_METHODS)] for index in range(args.students)]
+    configs = [TrainConfig(dataset="cifar100", data_root=args.data_root, model="resnet8",
+                           teacher="resnet20", method=method, protocol="pure",
+                           gradient_ratio=1.0, batch_size=128, epochs=1, seed=index,
+                           data_seed=0, device="cpu", curve_every=curve_every, progress=False,
+                           output_dir=f"unused/{index}")
+               for index, method in enumerate(methods)]
+    torch.manual_seed(0)
+    sessions = prepare_cohort(configs, teacher=build_model("resnet20", 100))
+    train_cohort_epoch(sessions, 0, max_steps=1)
+    seconds = train_cohort_epoch(sessions, 1, max_steps=args.steps)[0]["seconds"]
+    return seconds, [s.student.state_dict() for s in sessions]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--students", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--curve-every", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    weights = {}
+    for _ in range(args.repeats):
+        for name, every in (("without", 0), ("with", args.curve_every)):
+            seconds, weights[name] = run(args, every)
+            times[name].append(seconds)
+            print(name, f"{seconds:.2f} s", file=sys.stderr)
+    same = all(torch.equal(a[key], b[key])
+               for a, b in zip(weights["without"], weights["with"]) for key in a)
+    overhead = statistics.median(times["with"]) / statistics.median(times["without"]) - 1
+    print(f"{args.students} students, {args.steps} steps, a curve point every "
+          f"{args.curve_every}: overhead {100 * overhead:+.1f}%, same weights: {same}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"arguments": vars(args), "seconds": times, "overhead": overhead,
+                       "same_weights": same, "threads": torch.get_num_threads(),
+                       "provenance": provenance()}, handle, indent=2)
+            handle.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
