@@ -96,6 +96,8 @@ MARGINS = {
                     "+/-1% of the CE-only student's mean gap (the span from that gap to 0 is "
                     "the part of the gap that labels alone do not give); ahead or behind "
                     "when it lies wholly below or above 0 (a smaller gap is better)"},
+    "family": "each of PC's comparisons (6 methods, 2 scores) is read on its own 90% "
+              "interval, not adjusted for the others; the chapter says so beside the verdicts",
 }
 
 _RULE = ("each method's setting (gradient_ratio, and its knob's value where it has one) is "
