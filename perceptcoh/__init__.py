@@ -7,8 +7,8 @@ the smoothed surrogate a student is trained with. The baselines share the loss's
 signature ``loss(student, teacher)`` and are registered by name in ``LOSSES``.
 """
 
-from .baselines import PKT, CorrelationCongruence, FitNet, LogitKD, RelationalKD, SimilarityPreserving
-from .crd import CRD
+from .baselines import (CRD, PKT, CorrelationCongruence, FitNet, LogitKD, RelationalKD,
+                        SimilarityPreserving)
 from .dissimilarity import dissimilarity
 from .loss import PerceptionCoherenceLoss
 from .metrics import knn_agreement, triplet_concordance

@@ -7,7 +7,7 @@
 * ``"rkd"``: :class:`perceptcoh.baselines.RelationalKD`, features.
 * ``"pkt"``: :class:`perceptcoh.baselines.PKT`, features.
 * ``"kd"``: :class:`perceptcoh.baselines.LogitKD`, logits.
-* ``"crd"``: :class:`perceptcoh.crd.CRD`, features and the batch's dataset positions; needs
+* ``"crd"``: :class:`perceptcoh.baselines.crd.CRD`, features and the batch's dataset positions; needs
   both dims and the training set's size.
 
 Every loss is called as ``loss(student, teacher)`` (the student's side first, then the
@@ -26,6 +26,7 @@ from typing import Literal
 from torch import nn
 
 from .baselines import (
+    CRD,
     PKT,
     CorrelationCongruence,
     FitNet,
@@ -33,7 +34,6 @@ from .baselines import (
     RelationalKD,
     SimilarityPreserving,
 )
-from .crd import CRD
 from .loss import PerceptionCoherenceLoss
 
 __all__ = ["LossSpec", "SPECS", "LOSSES", "LOGIT_LOSSES", "build_loss"]

@@ -26,7 +26,7 @@ import torch
 
 from perceptcoh import RelationalKD
 from perceptcoh.engine.provenance import provenance
-from perceptcoh.engine.synthetic import DATASETS, LEARNING_RATES, LOSSES, Budget, compare
+from perceptcoh.book.synthetic import DATASETS, LEARNING_RATES, LOSSES, Budget, compare
 
 
 def sweep_learning_rates(seeds: Sequence[int], rates: Sequence[float],

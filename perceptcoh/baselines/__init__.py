@@ -10,6 +10,8 @@ a 0-dim tensor, so a trainer can swap one for another (see :mod:`perceptcoh.regi
 * :class:`RelationalKD` (Park et al., 2019): match pairwise distances and triplet angles.
 * :class:`PKT` (Passalis & Tefas, 2018): match cosine-kernel conditional probabilities.
 * :class:`LogitKD` (Hinton et al., 2015): match temperature-softened class probabilities.
+* :class:`CRD` (Tian et al., 2020): contrast each student feature with its teacher's against
+  a memory bank of other images' features (it also takes the batch's dataset positions).
 
 Shared conventions, as in :class:`perceptcoh.PerceptionCoherenceLoss`: student features
 are ``(B, q)`` and teacher features ``(B, p)`` floating tensors, ``q`` and ``p`` may differ;
@@ -20,11 +22,13 @@ skips the NaN/Inf check (one host synchronisation per call on a GPU).
 
 One module a loss (:mod:`~perceptcoh.baselines.fitnet`, :mod:`~perceptcoh.baselines.sp`,
 :mod:`~perceptcoh.baselines.cc`, :mod:`~perceptcoh.baselines.rkd`,
-:mod:`~perceptcoh.baselines.pkt`, :mod:`~perceptcoh.baselines.kd`), as in RepDistiller's
+:mod:`~perceptcoh.baselines.pkt`, :mod:`~perceptcoh.baselines.kd`,
+:mod:`~perceptcoh.baselines.crd`), as in RepDistiller's
 ``distiller_zoo``; the checks and casts they share are :mod:`~perceptcoh.baselines.common`.
 """
 
 from .cc import CorrelationCongruence
+from .crd import CRD
 from .fitnet import FitNet
 from .kd import LogitKD
 from .pkt import PKT
@@ -38,4 +42,5 @@ __all__ = [
     "RelationalKD",
     "PKT",
     "LogitKD",
+    "CRD",
 ]

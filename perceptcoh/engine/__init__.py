@@ -17,25 +17,16 @@ checkpoints), :mod:`~perceptcoh.engine.feature_metrics` (probes and transfer met
 :mod:`~perceptcoh.engine.collapse` (features that no longer tell images apart),
 :mod:`~perceptcoh.engine.plans` (the book's scales and plans),
 :mod:`~perceptcoh.engine.experiments` (running them), :mod:`~perceptcoh.engine.cost`
-(what a plan costs), :mod:`~perceptcoh.engine.cli` (``python -m perceptcoh``), and helpers
+(what a plan costs), :mod:`~perceptcoh.engine.fair` and :mod:`~perceptcoh.engine.selection`
+(the fair test's plans and its validation-only selection rule),
+:mod:`~perceptcoh.engine.curves` (learning curves), :mod:`~perceptcoh.engine.cli`
+(``python -m perceptcoh``), and helpers
 (:mod:`~perceptcoh.engine.files`, :mod:`~perceptcoh.engine.progress`,
 :mod:`~perceptcoh.engine.provenance`, :mod:`~perceptcoh.engine.presets`).
 
-What the book's chapters call, so that a visible cell stays a few lines (each module names
-its chapter): :mod:`~perceptcoh.engine.claims` (a chapter's claims as rows, checked and
-shown), :mod:`~perceptcoh.engine.saved` (saved results, or the command that writes them),
-:mod:`~perceptcoh.engine.report`, :mod:`~perceptcoh.engine.report_plots` and
-:mod:`~perceptcoh.engine.live_check` (the laptop chapter),
-:mod:`~perceptcoh.engine.full_scale` (the CIFAR-100 and ablation chapters),
-:mod:`~perceptcoh.engine.seed_study` and :mod:`~perceptcoh.engine.seed_plots` (digits),
-:mod:`~perceptcoh.engine.synthetic` and :mod:`~perceptcoh.engine.synthetic_plots`,
-:mod:`~perceptcoh.engine.loss_figures`, :mod:`~perceptcoh.engine.feature_norms`,
-:mod:`~perceptcoh.engine.perception_figures`, :mod:`~perceptcoh.engine.helix`,
-:mod:`~perceptcoh.engine.rank_checks`, :mod:`~perceptcoh.engine.toy_transfer` and
-:mod:`~perceptcoh.engine.glance` (the theory chapters, the quickstart and the first page).
-
 The core of the library (``perceptcoh``'s losses, ranks, metrics and models) needs only
-torch and numpy and never imports this package.
+torch and numpy and never imports this package; what the book's chapters call is
+:mod:`perceptcoh.book`, which this package never imports.
 """
 
 from .checkpoint import (
