@@ -9,8 +9,9 @@ Each chapter (``_toc.yml``'s order) is executed top to bottom with nbclient in i
 folder, as ``jupyter-book build`` does. Its fingerprint is the SHA-256 of the numbers in
 every text, HTML, Markdown and LaTeX output, in order, and of the SHA-256 of every image.
 Left out, because they change from one execution to the next: timings (a number followed by
-a unit of time, or by "/s"), dates and times, and hexadecimal hashes (git commits,
-SHA-256). ``--compare`` names, per chapter, the numbers and images that differ.
+a unit of time, or by "/s", and every cell of an HTML table column whose header names a
+time, such as "train s" or "ms / call"), dates and times, and hexadecimal hashes (git
+commits, SHA-256). ``--compare`` names, per chapter, the numbers and images that differ.
 
 The chapters import ``perceptcoh`` as their kernel finds it: to fingerprint another checkout
 (a worktree of the old commit, say) while the library is installed in editable mode from
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import html
 import json
 import re
 import sys
@@ -42,6 +44,13 @@ VOLATILE = [
                r"\b(?!\s*\w*\s*=)"),
     re.compile(r"[-+]?\d[\d,]*(\.\d+)?\s*[\w-]*\s*/\s*s\b"),
 ]
+# A table column whose header matches this holds timings.
+TIME_HEADER = re.compile(r"(\b(ms|s|sec|seconds?|min|minutes?|time|speed|images/s)\b|/\s*s\b)",
+                         re.IGNORECASE)
+TABLE = re.compile(r"<table.*?</table>", re.DOTALL | re.IGNORECASE)
+ROW = re.compile(r"<tr.*?</tr>", re.DOTALL | re.IGNORECASE)
+CELL = re.compile(r"<t([hd])[^>]*>(.*?)</t[hd]>", re.DOTALL | re.IGNORECASE)
+TAG = re.compile(r"<[^>]+>")
 NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 TEXT_TYPES = ("text/plain", "text/html", "text/markdown", "text/latex")
 
@@ -53,7 +62,22 @@ def chapters() -> list[Path]:
     return [path for path in files if path.is_file()]
 
 
+def _untimed_table(match: re.Match) -> str:
+    """An HTML table as text, one cell after another, without its timing columns."""
+    timing, kept = set(), []
+    for row in ROW.findall(match.group(0)):
+        cells = CELL.findall(row)
+        if all(kind.lower() == "h" for kind, _ in cells):
+            timing = {i for i, (_, text) in enumerate(cells)
+                      if TIME_HEADER.search(html.unescape(TAG.sub(" ", text)))}
+            kept += [TAG.sub(" ", text) for _, text in cells]
+            continue
+        kept += [TAG.sub(" ", text) for i, (_, text) in enumerate(cells) if i not in timing]
+    return " | ".join(kept)
+
+
 def numbers(text: str) -> list[str]:
+    text = TABLE.sub(_untimed_table, text)
     for pattern in VOLATILE:
         text = pattern.sub(" ", text)
     return [match.replace(",", "") for match in NUMBER.findall(text)
