@@ -202,7 +202,7 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(teacher, tmp
 @pytest.mark.parametrize("every, time_limit, saved", [(1, None, [1, 2, 3]), (2, None, [2, 3]),
                                                       (0, None, [3]), (0, 0, [1])])
 def test_checkpoint_interval(tmp_path, monkeypatch, every, time_limit, saved):
-    import perceptcoh.engine.loop as engine
+    import perceptcoh.engine.members as engine
 
     written = []
     save = engine.save_checkpoint
