@@ -139,7 +139,9 @@ def test_euler_identity_on_every_row(r, metric, teacher_tau, tau):
     assert (terms.sum(dim=1).abs() <= 1e-10 * terms.abs().sum(dim=1)).all()
 
 
-@pytest.mark.parametrize("metric", METRICS)
+# Not the cosine dissimilarity: it ignores each feature's norm, so its radial part is 0 for
+# any loss built on it, a detached scale included, and the test could not fail.
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean"])
 def test_gradient_has_no_radial_part(metric):
     """Scaling the features leaves ``L`` unchanged, so ``sum_n f_n . dL/df_n = 0``: the
     gradient never shrinks or grows the features as a whole."""
