@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "go on with the same command")
     experiment.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                             help="progress bars for the runs and their epochs")
+    experiment.add_argument("--pass", dest="only_pass", type=int, default=None,
+                            metavar="K", help="train only the K-th pass of the plan's "
+                            "passes (numbered over all its student runs, with "
+                            "--cohort-size), so that several processes share a plan; a "
+                            "last call without it gathers the document")
     experiment.add_argument("--cohort-size", type=_optional(int), default=None,
                             help="most students trained in one pass over the data (default: "
                             "every student that can share it)")
@@ -235,7 +240,8 @@ def _experiment(arguments: dict) -> int:
         return _print_cost(plan, arguments)
     output = arguments["output"] or default_output(plan, root)
     document = run_plan(plan, output, time_limit=arguments["time_limit"],
-                        progress=arguments["progress"], cohort_size=arguments["cohort_size"])
+                        progress=arguments["progress"], cohort_size=arguments["cohort_size"],
+                        only_pass=arguments["only_pass"])
     return _report(document, output)
 
 
@@ -259,7 +265,8 @@ def _fair_experiment(name: str, arguments: dict, execution: dict) -> int:
               f"'python -m perceptcoh experiment fair-selection --scale {scale}'")
         return 0
     options = dict(root=root, time_limit=arguments["time_limit"],
-                   cohort_size=arguments["cohort_size"], **execution)
+                   cohort_size=arguments["cohort_size"], only_pass=arguments["only_pass"],
+                   **execution)
     if name == "fair-selection":
         path = paths["fair-plan"]
         if not path.is_file():

@@ -70,6 +70,7 @@ def run_plan(
     time_limit: float | None = None,
     progress: bool = True,
     cohort_size: int | None = None,
+    only_pass: int | None = None,
 ) -> dict:
     """Train every run of ``plan`` that has no results yet, then gather the results.
 
@@ -78,7 +79,9 @@ def run_plan(
     the students that are left are trained in passes of up to ``cohort_size`` students
     (``None``: every student that can share a pass, :func:`cohorts`). With ``time_limit``
     (seconds) no pass starts after it and a running one stops at an epoch boundary: call
-    again to go on. The returned document has ``completed``; when complete it holds
+    again to go on. ``only_pass`` (1-based) trains only that pass of the plan's passes over
+    all its student runs, finished or not (so that the numbering stays put): processes or
+    machines can share a plan's passes, and the last call, without it, gathers them. The returned document has ``completed``; when complete it holds
     ``teachers`` (recipe, SHA-256 of ``model.pt``, metrics, collapsed, wall time), ``runs``
     (key, metrics, ``collapsed`` and the ``collapse`` statistics of
     :func:`perceptcoh.engine.collapse.check_collapse`, ``None`` for a run saved before
@@ -115,6 +118,13 @@ def run_plan(
             else:
                 finished[config.output_dir] = results
                 bar.update(1)
+        if only_pass is not None:
+            passes = cohorts(unique, cohort_size)
+            if isinstance(only_pass, bool) or not 1 <= only_pass <= len(passes):
+                raise ValueError(f"only_pass must be in 1..{len(passes)} (the plan's passes "
+                                 f"of {cohort_size or 'every'} students), got {only_pass!r}")
+            mine = {config.output_dir for config in passes[only_pass - 1]}
+            waiting = [config for config in waiting if config.output_dir in mine]
         for cohort in cohorts(waiting, cohort_size):
             results = _train(cohort, deadline)
             if results is None:
@@ -169,7 +179,8 @@ def run_plan(
 
 def run_fair_selection(scale: str, registered: dict, output: str | os.PathLike | None = None,
                        *, root: str | os.PathLike = "runs", time_limit: float | None = None,
-                       cohort_size: int | None = None, **execution) -> dict:
+                       cohort_size: int | None = None, only_pass: int | None = None,
+                       **execution) -> dict:
     """The fair test's selection (:func:`perceptcoh.engine.fair.selection_plan`): train what
     is missing, choose each method's setting on validation scores
     (:func:`perceptcoh.engine.selection.choose`), extend the grid of a method chosen at an
@@ -178,7 +189,9 @@ def run_fair_selection(scale: str, registered: dict, output: str | os.PathLike |
     :func:`perceptcoh.engine.fair.registration` of ``scale``), ``first_choice``,
     ``extensions`` and ``chosen``; ``completed: False`` when ``time_limit`` stopped it.
     ``execution``: TrainConfig fields that only say how the runs are executed
-    (``progress`` also shows the plan's bar).
+    (``progress`` also shows the plan's bar); ``only_pass`` as in :func:`run_plan` (the
+    selection's base grid; the extension, which needs every base run, waits for a call
+    without it).
 
     Raises:
         ValueError: ``registered`` is not what the code would register (the grid, rule or
@@ -195,7 +208,8 @@ def run_fair_selection(scale: str, registered: dict, output: str | os.PathLike |
     while True:
         plan = selection_plan(scale, extensions=extensions, root=root, **execution)
         document = run_plan(plan, time_limit=_remaining(deadline),
-                            progress=execution.get("progress", True), cohort_size=cohort_size)
+                            progress=execution.get("progress", True), cohort_size=cohort_size,
+                            only_pass=only_pass)
         if not document["completed"]:
             return document
         chosen = choose(document["runs"], knob_order)
@@ -214,7 +228,8 @@ def run_fair_selection(scale: str, registered: dict, output: str | os.PathLike |
 
 def run_fair_final(scale: str, selection: dict, output: str | os.PathLike | None = None, *,
                    root: str | os.PathLike = "runs", time_limit: float | None = None,
-                   cohort_size: int | None = None, **execution) -> dict:
+                   cohort_size: int | None = None, only_pass: int | None = None,
+                   **execution) -> dict:
     """The fair test's final runs (:func:`perceptcoh.engine.fair.final_plan`) at the
     settings ``selection`` (a completed :func:`run_fair_selection` document) chose, with
     its registration and choices copied into the document."""
@@ -225,7 +240,7 @@ def run_fair_final(scale: str, selection: dict, output: str | os.PathLike | None
         raise ValueError("the selection was run under another registration than the code's")
     plan = final_plan(scale, selection["chosen"], root=root, **execution)
     document = run_plan(plan, time_limit=time_limit, progress=execution.get("progress", True),
-                        cohort_size=cohort_size)
+                        cohort_size=cohort_size, only_pass=only_pass)
     if document["completed"]:
         document.update({"registered": selection["registered"],
                          "chosen": selection["chosen"],

@@ -339,3 +339,26 @@ def test_a_plan_of_a_shipped_teacher_records_it_and_spends_no_teacher_time(
         assert entry["config"]["probe_subset"] == 64
         assert entry["teacher_sha256"] == (None if entry["key"]["method"] == "ce"
                                            else record["sha256"])
+
+
+def test_a_pass_of_a_plan_trains_alone_and_a_last_call_gathers_them(tiny_scale, tmp_path):
+    """Processes can share a plan: ``only_pass`` trains one pass, numbered over every
+    student run of the plan, so a pass finished elsewhere does not renumber the others."""
+    plan = comparison_plan(tiny_scale, methods=["ce", "pc"], seeds=[0], root=tmp_path,
+                           progress=False)
+    passes = [[config.output_dir for config in group]
+              for group in experiments.cohorts([run.config for run in plan.runs], 2)]
+    assert len(passes) == 2
+
+    def finished():
+        return {run.config.output_dir for run in plan.runs
+                if (Path(run.config.output_dir) / "results.json").exists()}
+
+    second = run_plan(plan, progress=False, cohort_size=2, only_pass=2)
+    assert not second["completed"] and finished() == set(passes[1])
+    first = run_plan(plan, progress=False, cohort_size=2, only_pass=1)  # numbering kept
+    assert first["completed"] and finished() == set(passes[0]) | set(passes[1])
+    gathered = run_plan(plan, progress=False, cohort_size=2)  # trains nothing more
+    assert gathered["runs"] == first["runs"]
+    with pytest.raises(ValueError, match="only_pass must be in 1..2"):
+        run_plan(plan, progress=False, cohort_size=2, only_pass=3)
