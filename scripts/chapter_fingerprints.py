@@ -10,7 +10,7 @@ folder, as ``jupyter-book build`` does. Its fingerprint is the SHA-256 of the nu
 every text, HTML, Markdown and LaTeX output, in order, and of the SHA-256 of every image.
 Left out, because they change from one execution to the next: timings (a number followed by
 a unit of time, or by "/s", and every cell of an HTML table column whose header names a
-time, such as "train s" or "ms / call"), dates and times, and hexadecimal hashes (git
+time or a memory size, such as "train s", "ms / call" or "peak MB"), dates and times, and hexadecimal hashes (git
 commits, SHA-256). ``--compare`` names, per chapter, the numbers and images that differ.
 
 The chapters import ``perceptcoh`` as their kernel finds it: to fingerprint another checkout
@@ -44,9 +44,10 @@ VOLATILE = [
                r"\b(?!\s*\w*\s*=)"),
     re.compile(r"[-+]?\d[\d,]*(\.\d+)?\s*[\w-]*\s*/\s*s\b"),
 ]
-# A table column whose header matches this holds timings.
-TIME_HEADER = re.compile(r"(\b(ms|s|sec|seconds?|min|minutes?|time|speed|images/s)\b|/\s*s\b)",
-                         re.IGNORECASE)
+# A table column whose header matches this holds timings, or the peak memory of a run: both
+# measured, so they differ from one execution to the next.
+TIME_HEADER = re.compile(r"(\b(ms|s|sec|seconds?|min|minutes?|time|speed|images/s|MB|MiB|GB"
+                         r"|GiB|memory)\b|/\s*s\b)", re.IGNORECASE)
 TABLE = re.compile(r"<table.*?</table>", re.DOTALL | re.IGNORECASE)
 ROW = re.compile(r"<tr.*?</tr>", re.DOTALL | re.IGNORECASE)
 CELL = re.compile(r"<t([hd])[^>]*>(.*?)</t[hd]>", re.DOTALL | re.IGNORECASE)
