@@ -102,7 +102,8 @@ class TrainConfig:
         "registered transfer loss: " + ", ".join(LOSSES)
     )
     protocol: str = _option(
-        "supervised", "'supervised': CE + beta * L; 'pure': L alone, on features (on logits "
+        "supervised", "'supervised': CE + beta * L; 'pure': beta * L alone (beta 1 unless "
+        "gradient_ratio sets it from one labelled batch), on features (on logits "
         "for kd), scored by linear probe and kNN (the digits chapter's two protocols)"
     )
     beta: float | None = _option(
