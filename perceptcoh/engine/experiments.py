@@ -242,6 +242,12 @@ def run_fair_final(scale: str, selection: dict, output: str | os.PathLike | None
     document = run_plan(plan, time_limit=time_limit, progress=execution.get("progress", True),
                         cohort_size=cohort_size, only_pass=only_pass)
     if document["completed"]:
+        unscored = [run["output_dir"] for run in document["runs"]
+                    if "perception_gap_r1" not in run["metrics"] and not run.get("diverged")]
+        if unscored:
+            raise ValueError(f"runs without a gap to the teacher (a control trained in a pass "
+                             f"without a transfer student: choose a --cohort-size that keeps "
+                             f"each seed's runs together): {unscored}")
         document.update({"registered": selection["registered"],
                          "chosen": selection["chosen"],
                          "selection_provenance": selection["provenance"]})

@@ -187,3 +187,38 @@ def test_registration_is_json_and_names_grid_rule_and_margins():
 def test_validation_split_is_part_of_the_recipe_and_curves_are_not():
     assert "validation_split" in recipe(TrainConfig(validation_split=100))
     assert "curve_every" not in recipe(TrainConfig(curve_every=5))
+
+
+# ------------------------------------------------------------------ the whole test, on digits
+
+
+def test_the_fair_test_runs_end_to_end_on_digits(monkeypatch, tmp_path):
+    """Registration, selection (with an edge extended once) and final runs with their
+    controls, on the tests' tiny digits scale: each document holds what the chapter reads."""
+    from digits_runs import TINY_SCALE
+
+    from perceptcoh.engine.experiments import SCALES, run_fair_final, run_fair_selection
+
+    monkeypatch.setitem(SCALES, "tiny", TINY_SCALE)
+    monkeypatch.setitem(fair.FAIR_SCALES, "tiny", {
+        "epochs": 1, "validation_split": 50, "curve_every": 2, "selection_seed": 0,
+        "final_seeds": (1, 2), "gradient_ratios": (1.0, 3.0)})
+    monkeypatch.setattr(fair, "FAIR_METHODS", ("pc", "kd"))
+    monkeypatch.setattr(fair, "CLASS_UNAWARE", ())
+    registered = {"registration": fair.registration("tiny"), "committed_in": None}
+    options = dict(root=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="differs from the one the code runs"):
+        run_fair_selection("tiny", {"registration": {**registered["registration"],
+                                                     "epochs": 9}}, **options)
+    selection = run_fair_selection("tiny", registered, tmp_path / "selection.json", **options)
+    assert selection["completed"] and set(selection["chosen"]) == {"pc", "kd"}
+    # Each method was chosen at an edge of {1, 3} first, so its grid grew by one step.
+    assert set(selection["extensions"]) == {"pc", "kd"}
+    assert all(len(run["curve"]) > 0 and "val_linear_probe_top1" in run["metrics"]
+               for run in selection["runs"])
+    final = run_fair_final("tiny", selection, tmp_path / "final.json", **options)
+    methods = [run["key"]["method"] for run in final["runs"]]
+    assert sorted(set(methods)) == ["ce", "kd", "pc", "untrained"]
+    assert len(methods) == 2 * 4 and {run["key"]["seed"] for run in final["runs"]} == {1, 2}
+    assert all("perception_gap_r1" in run["metrics"] for run in final["runs"])
+    assert final["chosen"] == selection["chosen"]
