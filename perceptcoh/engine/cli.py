@@ -242,7 +242,7 @@ def _experiment(arguments: dict) -> int:
     document = run_plan(plan, output, time_limit=arguments["time_limit"],
                         progress=arguments["progress"], cohort_size=arguments["cohort_size"],
                         only_pass=arguments["only_pass"])
-    return _report(document, output)
+    return _report(document, output, arguments["only_pass"])
 
 
 def _fair_experiment(name: str, arguments: dict, execution: dict) -> int:
@@ -294,7 +294,7 @@ def _fair_experiment(name: str, arguments: dict, execution: dict) -> int:
             return _print_cost(final_plan(scale, selection["chosen"], root=root,
                                           **execution), arguments)
         document = run_fair_final(scale, selection, output, **options)
-    return _report(document, output)
+    return _report(document, output, arguments["only_pass"])
 
 
 def _print_cost(plan, arguments: dict) -> int:
@@ -305,10 +305,15 @@ def _print_cost(plan, arguments: dict) -> int:
     return 0
 
 
-def _report(document: dict, output) -> int:
+def _report(document: dict, output, only_pass: int | None = None) -> int:
     if not document["completed"]:
-        print(f"stopped by the time limit with {len(document['missing'])} runs left; run the "
-              f"same command again to continue", file=sys.stderr)
+        if only_pass is not None:
+            print(f"pass {only_pass} is done or stopped by the time limit; "
+                  f"{len(document['missing'])} runs of the plan are left: run the same "
+                  f"command without --pass to go on and gather the document", file=sys.stderr)
+        else:
+            print(f"stopped by the time limit with {len(document['missing'])} runs left; run "
+                  f"the same command again to continue", file=sys.stderr)
         return EXIT_INCOMPLETE
     print(json.dumps({"results": str(output), "runs": len(document["runs"]),
                       "wall_time_seconds": document["wall_time_seconds"]}, indent=2))
