@@ -19,23 +19,51 @@ import sys
 
 import torch
 
+import time
+
 from perceptcoh.engine import TrainConfig, prepare_cohort, train_cohort_epoch
+from perceptcoh.engine.loop import optimiser_step, teacher_forward, training_batch
 from perceptcoh.engine.fair import FAIR_METHODS
 from perceptcoh.engine.provenance import provenance
 from perceptcoh.models import build_model
 
 
+def step_costs(args: argparse.Namespace) -> dict:
+    """Median seconds of a cohort's step without and with a curve point for every student."""
+    sessions = prepare_cohort(configs(args, 0), teacher=build_model("resnet20", 100))
+    lead = sessions[0]
+    generator = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {"plain": [], "measured": []}
+    for repeat in range(2 * args.step_repeats + 2):
+        measured = repeat % 2 == 1
+        indices = torch.randint(len(lead.train_set), (128,), generator=generator)
+        inputs, labels = training_batch(lead, indices, generator)
+        outputs = teacher_forward(lead, lead.teacher, inputs)
+        start = time.perf_counter()
+        for session in sessions:
+            optimiser_step(session, inputs, labels, *outputs, indices=indices,
+                           curve=[] if measured else None)
+        if repeat >= 2:  # the first two warm up
+            times["measured" if measured else "plain"].append(time.perf_counter() - start)
+    plain, measured = (statistics.median(times[name]) for name in ("plain", "measured"))
+    return {"plain_seconds": plain, "measured_seconds": measured,
+            "overhead_at_curve_every": (measured - plain) / (args.curve_every * plain)}
+
+
+def configs(args: argparse.Namespace, curve_every: int) -> list[TrainConfig]:
+    methods = [FAIR_METHODS[index % len(FAIR_METHODS)] for index in range(args.students)]
+    return [TrainConfig(dataset="cifar100", data_root=args.data_root, model="resnet8",
+                        teacher="resnet20", method=method, protocol="pure",
+                        gradient_ratio=1.0, batch_size=128, epochs=1, seed=index,
+                        data_seed=0, device="cpu", curve_every=curve_every, progress=False,
+                        output_dir=f"unused/{index}")
+            for index, method in enumerate(methods)]
+
+
 def run(args: argparse.Namespace, curve_every: int) -> tuple[float, list[dict]]:
     """Seconds of ``--steps`` steps after one warm-up step, and the final weights."""
-    methods = [FAIR_METHODS[index % len(FAIR_METHODS)] for index in range(args.students)]
-    configs = [TrainConfig(dataset="cifar100", data_root=args.data_root, model="resnet8",
-                           teacher="resnet20", method=method, protocol="pure",
-                           gradient_ratio=1.0, batch_size=128, epochs=1, seed=index,
-                           data_seed=0, device="cpu", curve_every=curve_every, progress=False,
-                           output_dir=f"unused/{index}")
-               for index, method in enumerate(methods)]
     torch.manual_seed(0)
-    sessions = prepare_cohort(configs, teacher=build_model("resnet20", 100))
+    sessions = prepare_cohort(configs(args, curve_every), teacher=build_model("resnet20", 100))
     train_cohort_epoch(sessions, 0, max_steps=1)
     seconds = train_cohort_epoch(sessions, 1, max_steps=args.steps)[0]["seconds"]
     return seconds, [s.student.state_dict() for s in sessions]
@@ -47,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--curve-every", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--step-repeats", type=int, default=20)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
@@ -57,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             seconds, weights[name] = run(args, every)
             times[name].append(seconds)
             print(name, f"{seconds:.2f} s", file=sys.stderr)
+    steps = step_costs(args)
+    print(f"a cohort step: {steps['plain_seconds']:.3f} s plain, {steps['measured_seconds']:.3f}"
+          f" s measured: overhead {100 * steps['overhead_at_curve_every']:+.2f}% at a point "
+          f"every {args.curve_every} steps")
     same = all(torch.equal(a[key], b[key])
                for a, b in zip(weights["without"], weights["with"]) for key in a)
     overhead = min(times["with"]) / min(times["without"]) - 1
@@ -67,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as handle:
             json.dump({"arguments": vars(args), "seconds": times, "overhead": overhead,
                        "paired_overheads": paired, "median_paired_overhead":
-                       statistics.median(paired),
+                       statistics.median(paired), "step_costs": steps,
                        "same_weights": same, "threads": torch.get_num_threads(),
                        "provenance": provenance()}, handle, indent=2)
             handle.write("\n")
