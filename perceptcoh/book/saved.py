@@ -29,9 +29,10 @@ def repository_root(start: Path | None = None) -> Path:
 
 
 def missing_sentence(name: str, command: str) -> str:
-    """What a chapter says of a document that is not saved yet."""
-    return (f"results/{name} is not saved yet, so this chapter shows no result "
-            f"from it.\nIt is written by: {command}")
+    """What a chapter says of a document that is not saved yet, in lines short enough for
+    an output block of the book's column (the command on a line of its own)."""
+    return (f"results/{name} is not saved yet,\nso this chapter shows no result from it. "
+            f"It is written by:\n  {command}")
 
 
 def load_saved(name: str, command: str, *, missing_ok: bool = False,
