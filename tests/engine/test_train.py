@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import socket
 
 import pytest
@@ -21,7 +20,6 @@ from perceptcoh.engine import (
     RESULTS_NAME,
     CheckpointError,
     NonFiniteLossError,
-    TrainConfig,
     balanced_beta,
     load_checkpoint,
     prepare,
@@ -34,6 +32,7 @@ from perceptcoh.engine import (
 )
 from perceptcoh.engine.session import _lr_factor
 from digits_runs import tiny
+from distributed_workers import train_worker
 
 
 def test_teacher_training_writes_checkpoint_and_results(teacher):
@@ -334,14 +333,6 @@ def _free_port() -> int:
         return handle.getsockname()[1]
 
 
-def _distributed_worker(rank: int, port: int, config: TrainConfig, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE="2")
-    torch.set_num_threads(1)
-    result = run(config)
-    torch.save(result["history"], os.path.join(out, f"history{rank}.pt"))
-
-
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_two_processes_reproduce_one_process_with_the_same_global_batch(teacher, tmp_path):
     """torchrun's environment -> gloo, DDP, each process half of every global batch, the PC
@@ -355,7 +346,7 @@ def test_two_processes_reproduce_one_process_with_the_same_global_batch(teacher,
     distributed = dataclasses.replace(config, output_dir=str(tmp_path / "ddp"))
     # fork, not spawn: the workers need not import torch again (seconds each); but a process
     # that has initialised CUDA (a CUDA test ran before) cannot be forked safely.
-    mp.start_processes(_distributed_worker, args=(_free_port(), distributed, str(tmp_path)),
+    mp.start_processes(train_worker, args=(_free_port(), distributed, str(tmp_path)),
                        nprocs=2, start_method="spawn" if torch.cuda.is_initialized() else "fork")
     single_state = load_checkpoint(tmp_path / "single" / CHECKPOINT_NAME)["model_state"]
     ddp_state = load_checkpoint(tmp_path / "ddp" / CHECKPOINT_NAME)["model_state"]
