@@ -31,7 +31,8 @@ training and so draws the training noise afresh: a claim that clears its thresho
 standard errors here can miss it there. Each :class:`Claim` therefore reports its *margin*,
 how far its statistic clears its threshold in units of ``se``. Two independent runs differ by
 about :math:`\sqrt 2\,\mathrm{se}`, so a margin of :math:`m` fails on a re-run with probability
-about :math:`\Phi(-m / \sqrt 2)`, under 0.3% for :math:`m \ge 4`.
+about :math:`\Phi(-m / \sqrt 2)` and holds with probability about :math:`\Phi(m / \sqrt 2)`
+(:func:`rerun_holds`), over 99.7% for :math:`m \ge 4`.
 
 When the environment variable ``PERCEPTCOH_CLAIMS_LOG`` names a file, every claim checked is
 appended to it as one JSON line, so the claims of two environments can be compared.
@@ -40,13 +41,15 @@ appended to it as one JSON line, so the claims of two environments can be compar
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_ALPHA", "Claim", "ahead", "difference", "exceeds", "holm", "on_par"]
+__all__ = ["DEFAULT_ALPHA", "Claim", "ahead", "difference", "exceeds", "holm", "on_par",
+           "rerun_holds"]
 
 DEFAULT_ALPHA = 0.05
 
@@ -111,6 +114,16 @@ class Claim:
         verdict = "holds" if self.holds else "FAILS"
         return (f"{self.name}: {self.statistic:+.4f} {relation} {self.threshold:+.4f}, "
                 f"margin {self.margin:.1f} se, {verdict}")
+
+
+def rerun_holds(margin: float) -> float:
+    """The probability that a claim with ``margin`` standard errors here still holds on a
+    re-run in another environment: :math:`\Phi(m/\sqrt 2)`, the statistic of each run
+    drawn independently with the same spread, so their difference has standard deviation
+    :math:`\sqrt 2\,\mathrm{se}` (a normal approximation)."""
+    if not math.isfinite(margin):
+        raise ValueError(f"margin must be a finite number of standard errors, got {margin!r}")
+    return 0.5 * (1.0 + math.erf(margin / 2.0))
 
 
 def _sample(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from perceptcoh.stats import ahead, difference, exceeds, on_par
+from perceptcoh.stats import ahead, difference, exceeds, on_par, rerun_holds
 
 A = [0.91, 0.93, 0.90, 0.94, 0.92, 0.95]
 B = [0.85, 0.88, 0.86, 0.90, 0.84]
@@ -126,3 +126,21 @@ def test_one_sided_p_values_agree_with_the_interval():
         assert (low > 0) == (step.p_above(0.0) < alpha)
         assert (high < 0.05) == (step.p_below(0.05) < alpha)
     assert abs(step.p_above(0.0) + step.p_below(0.0) - 1) < 1e-12
+
+
+@pytest.mark.parametrize("margin", [-2.0, 0.0, 1.5, 4.0])
+def test_rerun_holds_is_the_chance_that_a_fresh_draw_clears_the_threshold(margin):
+    """Phi(m / sqrt 2): scipy's normal CDF, and a simulation of two independent runs whose
+    statistics have one standard error each, the first clearing by m."""
+    assert rerun_holds(margin) == pytest.approx(scipy_stats.norm.cdf(margin / np.sqrt(2)),
+                                                abs=1e-12)
+    rng = np.random.default_rng(0)
+    here, there = rng.standard_normal((2, 400_000))
+    # Here the statistic clears the threshold by m = truth + noise; a re-run redraws the noise.
+    kept = np.mean(margin - here + there > 0)
+    assert kept == pytest.approx(rerun_holds(margin), abs=4 * 0.5 / np.sqrt(400_000))
+
+
+def test_rerun_holds_refuses_an_infinite_margin():
+    with pytest.raises(ValueError, match="margin"):
+        rerun_holds(float("inf"))
