@@ -117,7 +117,7 @@ class Claim:
 
 
 def rerun_holds(margin: float) -> float:
-    """The probability that a claim with ``margin`` standard errors here still holds on a
+    r"""The probability that a claim with ``margin`` standard errors here still holds on a
     re-run in another environment: :math:`\Phi(m/\sqrt 2)`, the statistic of each run
     drawn independently with the same spread, so their difference has standard deviation
     :math:`\sqrt 2\,\mathrm{se}` (a normal approximation)."""

@@ -232,20 +232,28 @@ def pooled_spread(runs: Sequence[dict], protocol: str, metric: str,
 @dataclass(frozen=True)
 class LiveCheck:
     """The live runs against the saved ones (:func:`compare_live`): one ``(key, metric,
-    live, saved, tolerance)`` per score; shown in a notebook as an HTML table."""
+    live, saved, tolerance)`` per score, and the keys of the runs that are not known to be
+    healthy on both sides; shown in a notebook as an HTML table."""
 
     compared: tuple[tuple[dict, str, float, float, float], ...]
     locked: bool
+    unhealthy: tuple[dict, ...] = ()
     shown: int = 24
 
     @property
     def hold(self) -> bool:
-        """Whether every live score is within its tolerance of the saved one."""
-        return all(abs(a - b) <= tolerance for _, _, a, b, tolerance in self.compared)
+        """Whether something was compared, every run is healthy on both sides, and every
+        live score is within its tolerance of the saved one (NaN never is)."""
+        return bool(self.compared) and not self.unhealthy and not self.failures
 
     @property
     def failures(self) -> list[tuple]:
-        return [row for row in self.compared if not abs(row[2] - row[3]) <= row[4]]
+        """The scores outside their tolerance, the unhealthy runs, or what says that
+        nothing was compared."""
+        if not self.compared:
+            return ["no score was compared"]
+        return ([row for row in self.compared if not abs(row[2] - row[3]) <= row[4]]
+                + [("collapsed or unknown", key) for key in self.unhealthy])
 
     @property
     def summary(self) -> str:
@@ -261,9 +269,11 @@ class LiveCheck:
                  f"{b:.4f}", f"{abs(a - b):.4f}", f"{tolerance:.4f}"]
                 for key, metric, a, b, tolerance in self.compared]
         more = f" (the first {self.shown} of {len(body)})" if len(body) > self.shown else ""
+        seeds = ", ".join(str(seed) for seed in sorted({key["seed"] for key, *_ in
+                                                        self.compared}))
         return html_table(["method", "protocol", "score", "live", "saved", "|difference|",
                            "allowed"], body[:self.shown],
-                          caption=f"Live against saved, seed 0{more}")
+                          caption=f"Live against saved, seed {seeds}{more}")
 
 
 def compare_live(live: dict, saved: dict, methods: Sequence[str],
@@ -272,25 +282,31 @@ def compare_live(live: dict, saved: dict, methods: Sequence[str],
     """Each live run's ``metrics`` against the saved run of the same key (see the module's
     docstring for the tolerance); tolerance 0 when ``live`` was written in the saved
     table's environment (torch, device, CPU threads) and every run measured the saved
-    ``beta``."""
+    ``beta``. A metric of ``metrics`` that either run has is compared; one that only one of
+    them has is a failure (its missing side NaN), never skipped. A run whose ``collapsed``
+    is not ``False`` on either side (collapsed, or saved before the check and unknown) is
+    listed in :attr:`LiveCheck.unhealthy` and fails the check."""
     by_key = {json.dumps(e["key"], sort_keys=True): e for e in saved["runs"]}
     pairs = [(e, by_key[json.dumps(e["key"], sort_keys=True)]) for e in live["runs"]]
     here, origin = live["provenance"], saved["provenance"]
     locked = all(here[k] == origin[k] for k in ("torch", "device", "cpu_threads")) and all(
         e["beta"] == s["beta"] for e, s in pairs)
     spreads: dict[tuple[str, str], float] = {}  # one pooled spread per protocol and metric
-    compared = []
+    compared, unhealthy = [], []
     for entry, reference in pairs:
+        if entry.get("collapsed") is not False or reference.get("collapsed") is not False:
+            unhealthy.append(entry["key"])
         protocol = entry["key"]["protocol"]
         for metric in metrics:
-            if metric in reference["metrics"]:
-                if not locked and (protocol, metric) not in spreads:
-                    spreads[protocol, metric] = pooled_spread(runs_of(saved), protocol,
-                                                              metric, methods)
-                tolerance = 0.0 if locked else 4 * math.sqrt(2) * spreads[protocol, metric]
-                compared.append((entry["key"], metric, entry["metrics"][metric],
-                                 reference["metrics"][metric], tolerance))
-    return LiveCheck(tuple(compared), locked)
+            if metric not in reference["metrics"] and metric not in entry["metrics"]:
+                continue
+            if not locked and (protocol, metric) not in spreads:
+                spreads[protocol, metric] = pooled_spread(runs_of(saved), protocol, metric,
+                                                          methods)
+            tolerance = 0.0 if locked else 4 * math.sqrt(2) * spreads[protocol, metric]
+            compared.append((entry["key"], metric, entry["metrics"].get(metric, math.nan),
+                             reference["metrics"].get(metric, math.nan), tolerance))
+    return LiveCheck(tuple(compared), locked, tuple(unhealthy))
 
 
 # ----------------------------------------------------------------------------------------

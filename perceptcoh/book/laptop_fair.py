@@ -16,12 +16,13 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..engine.fair import CLASS_AWARE, CLASS_UNAWARE, FAIR_METHODS
+from ..engine.fair import CLASS_AWARE, CLASS_UNAWARE, FAIR_METHODS, final_plan
+from ..engine.plans import Plan
 from ..stats import difference
 from .report import METHOD_NAMES, html_table
 
 __all__ = ["PLAN", "SELECTION", "FINAL", "registration_table", "selection_table",
-           "plot_curves", "final_table", "verdicts", "verdict_table", "answer"]
+           "plot_curves", "final_table", "verdicts", "verdict_table", "answer", "live_plan"]
 
 PLAN = "cifar100-laptop-fair-plan.json"
 SELECTION = "cifar100-laptop-fair-selection.json"
@@ -222,3 +223,16 @@ def answer(rows: Sequence[Mapping]) -> str:
         parts.append(f"on the {score}, against the {len(unaware)} class-unaware baselines, "
                      f"PC is {counts}; against KD, {', '.join(kd)}")
     return "At this scale, " + "; ".join(parts) + "."
+
+
+def live_plan(final: Mapping, method: str = "pc", **options) -> Plan:
+    """The live check's re-run: the final run of ``method`` at its chosen setting from the
+    first final seed, a plan of one run (``options``: :func:`perceptcoh.engine.fair.
+    final_plan`'s ``root`` and execution fields, e.g. ``data_root``)."""
+    plan = final_plan(final["scale"], final["chosen"], **options)
+    seed = min(run.key["seed"] for run in plan.runs)
+    plan.runs = [run for run in plan.runs
+                 if run.key["method"] == method and run.key["seed"] == seed]
+    if not plan.runs:
+        raise ValueError(f"method must be one of the final runs' methods, got {method!r}")
+    return plan

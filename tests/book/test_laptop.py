@@ -160,6 +160,33 @@ def test_the_live_check_is_exact_in_the_same_environment_and_tolerant_elsewhere(
     assert "(the first 2 of 6)" in type(failing)(failing.compared, False, shown=2)._repr_html_()
 
 
+
+def test_the_live_check_fails_when_it_compares_nothing_skips_a_score_or_meets_a_collapse():
+    """Issue 25, item 3: an empty check, a score one side lacks and a run not known to be
+    healthy each fail the check instead of passing it unexamined."""
+    def live_of(runs):
+        return {"runs": runs, "provenance": dict(DOCUMENT["provenance"])}
+
+    pure = [copy.deepcopy(e) for e in COMPARISON
+            if e["key"]["seed"] == 0 and e["key"]["protocol"] == "pure"]
+    empty = compare_live(live_of([]), DOCUMENT, ["pc", "kd"])
+    assert not empty.hold and empty.failures == ["no score was compared"]
+    extra = copy.deepcopy(pure)
+    extra[0]["metrics"]["top1"] = 0.2  # the saved pure run has no top-1
+    lacking = compare_live(live_of(extra), DOCUMENT, ["pc", "kd"])
+    assert len(lacking.compared) == 2 * 3 + 1 and not lacking.hold
+    assert [row[1] for row in lacking.failures] == ["top1"]
+    for side in ("live", "saved"):
+        for flag in (None, True):
+            runs, document = copy.deepcopy(pure), copy.deepcopy(DOCUMENT)
+            target = runs[1] if side == "live" else next(
+                e for e in document["runs"] if e["key"] == runs[1]["key"])
+            target["collapsed"] = flag
+            check = compare_live(live_of(runs), document, ["pc", "kd"])
+            assert not check.hold and check.unhealthy == (runs[1]["key"],)
+            assert check.failures == [("collapsed or unknown", runs[1]["key"])]
+
+
 # The figures.
 
 

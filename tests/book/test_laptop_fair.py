@@ -2,6 +2,7 @@
 its choice marked, the final table with its controls, the learning curves, and PC's
 verdicts by the registered rule, on made-up documents."""
 
+import dataclasses
 import math
 
 import matplotlib
@@ -13,7 +14,7 @@ import pytest  # noqa: E402
 from scipy.stats import t  # noqa: E402
 
 from perceptcoh.book import laptop_fair  # noqa: E402
-from perceptcoh.engine.fair import FAIR_METHODS, KNOBS, registration  # noqa: E402
+from perceptcoh.engine.fair import FAIR_METHODS, KNOBS, final_plan, registration  # noqa: E402
 
 REGISTERED = {"registration": registration("laptop"), "committed_in": "8b48998" + "0" * 33}
 PROBES = {"pc": 0.20, "fitnet": 0.25, "pkt": 0.20, "sp": 0.195, "cc": 0.15, "rkd": 0.201,
@@ -107,3 +108,20 @@ def test_the_curves_have_a_panel_per_quantity_and_a_line_per_method():
     assert len(loss_axis.lines) == len(FAIR_METHODS) + 1  # and CE
     assert loss_axis.lines[0].get_ydata()[0] == pytest.approx(1.0)  # relative to the start
     plt.close(figure)
+
+
+def test_the_live_plan_is_the_chosen_setting_of_one_method_from_the_first_final_seed(tmp_path):
+    """The live check re-runs exactly the final plan's run of the method: same key, same
+    config but the root (its output folder lies under the live root)."""
+    document = dict(final_document(), scale="laptop")
+    document["chosen"]["pc"] = {"gradient_ratio": 3.0, "knob": "metric", "value": "cosine"}
+    plan = laptop_fair.live_plan(document, root=str(tmp_path))
+    (run,) = plan.runs
+    assert run.key["method"] == "pc" and run.key["seed"] == 1
+    assert (run.key["gradient_ratio"], run.key["value"]) == (3.0, "cosine")
+    assert run.config.loss_options == {"metric_student": "cosine", "metric_teacher": "cosine"}
+    assert run.config.output_dir.startswith(str(tmp_path))
+    (full,) = [r for r in final_plan("laptop", document["chosen"]).runs if r.key == run.key]
+    assert dataclasses.replace(full.config, output_dir=run.config.output_dir) == run.config
+    with pytest.raises(ValueError, match="method"):
+        laptop_fair.live_plan(document, method="crd", root=str(tmp_path))
