@@ -153,9 +153,9 @@ def verdicts(document: dict, method: str = "pc", baselines: Sequence[str] = ("fi
     only, when given), per pair of the document's comparison runs (see the module's
     docstring). Each row: ``pair``, ``protocol``, ``metric``, ``baseline``, ``n`` (seeds),
     ``d`` (mean difference, positive: ``method`` better), ``low``, ``high``, ``verdict``,
-    ``p`` (the p-value of that verdict's test: one-sided for ``ahead`` and ``behind``, the
-    larger of the two one-sided tests for ``on par``, the smallest of them for
-    ``undecided``) and ``holm``: whether the call survives Holm's step-down correction
+    ``p`` (the p-value of that verdict's test: two-sided for ``ahead`` and ``behind``,
+    whose direction the data chose, the larger of the two one-sided tests for ``on par``,
+    the smallest of them for ``undecided``) and ``holm``: whether the call survives Holm's step-down correction
     (:func:`perceptcoh.stats.holm`) over every row of the call with two seeds or more, so
     that the chance of any false call among them is at most ``alpha``."""
     runs = runs_of(document)
@@ -194,7 +194,13 @@ def _verdict(step, alpha: float, delta: float | None) -> dict:
     verdict = ("ahead" if low > 0 else "behind" if high < 0
                else "on par" if delta is not None and -delta < low and high < delta
                else "undecided")
-    p = tests[verdict] if verdict in tests else min(tests.values())
+    if verdict in ("ahead", "behind"):
+        # The direction was picked by the data: the two-sided p, so that Holm controls the
+        # chance of any false directional call (the one-sided p of the picked side is half
+        # of it, and with it the family-wise error was about 9% at alpha = 5%).
+        p = min(1.0, 2 * min(tests["ahead"], tests["behind"]))
+    else:
+        p = tests[verdict] if verdict in tests else min(tests.values())
     return {"d": step.d, "low": low, "high": high, "verdict": verdict, "p": p}
 
 
