@@ -45,7 +45,7 @@ from .report import (METHOD_NAMES, SCORE_KEYS, collapsed_runs, html_table, runs_
 __all__ = ["BOUNDS", "CheckedRuns", "LiveCheck", "check_every_run", "check_comparison",
            "check_longer", "check_sweeps", "pass_times", "pooled_spread",
            "compare_live", "SWEEP_LABELS", "method_colours", "plot_comparison",
-           "plot_sweeps"]
+           "plot_sweeps", "sweep_band"]
 
 
 # How every run of a group must compare with the bound.
@@ -342,7 +342,7 @@ def plot_comparison(runs: Sequence[dict], methods: Sequence[str], title: str) ->
     left.set_xticks(range(len(methods)), [METHOD_NAMES.get(m, m) for m in methods],
                     rotation=45, fontsize=8)
     every = np.concatenate(list(supervised.values()))
-    left.set_ylim(every.min() - 1, every.max() + 1)
+    left.set_ylim(0, every.max() + 1)  # a bar's length is its value: the axis starts at 0
     left.set_ylabel("test top-1 (%)")
     left.set_title("supervised", fontsize=9)
     for method in methods[1:]:
@@ -360,16 +360,43 @@ def plot_comparison(runs: Sequence[dict], methods: Sequence[str], title: str) ->
 
 
 def plot_sweeps(runs: Sequence[dict], knobs: Sequence[str],
-                labels: Mapping[str, str] = SWEEP_LABELS) -> plt.Figure:
+                labels: Mapping[str, str] = SWEEP_LABELS,
+                comparison: Sequence[dict] | None = None, method: str = "pc") -> plt.Figure:
     """One panel per knob: the score of each point of :func:`perceptcoh.book.report.
-    sweep` (the top-1 for ``gradient_ratio``, the linear probe otherwise), in %."""
+    sweep` (the top-1 for ``gradient_ratio``, the linear probe otherwise), in %. With the
+    ``comparison`` runs, each panel also shows :func:`sweep_band` of ``method`` as a grey
+    band: the seed spread that a point must leave to differ from the comparison's run."""
     figure, axes = plt.subplots(1, len(knobs), figsize=(13, 2.8), squeeze=False)
     for axis, knob in zip(axes[0], knobs):
         points = sweep(runs, knob)
         x = np.arange(len(points))
+        if comparison is not None:
+            low, high = sweep_band(runs, comparison, knob, method)
+            axis.axhspan(100 * low, 100 * high, color="0.85", zorder=0,
+                         label="mean ± sd over seeds")
         axis.plot(x, [100 * p[1] for p in points], "o-", color="C0")
         axis.set_xticks(x, [str(p[0]) for p in points], fontsize=8)
         axis.set_xlabel(labels.get(knob, knob))
         axis.set_title("top-1 (%)" if knob == "gradient_ratio" else "probe (%)", fontsize=9)
+    if comparison is not None:
+        axes[0][0].legend(fontsize=7, loc="best")
     figure.tight_layout()
     return figure
+
+
+def sweep_band(runs: Sequence[dict], comparison: Sequence[dict], knob: str,
+               method: str = "pc") -> tuple[float, float]:
+    """The mean ± one standard deviation over seeds of ``method``'s comparison runs, in the
+    protocol of ``knob``'s sweep and on its score (top-1 when supervised, else the linear
+    probe): the training noise a sweep's point must leave to differ from the comparison."""
+    protocols = {e["key"]["protocol"] for e in runs if e["key"].get("knob") == knob}
+    if len(protocols) != 1:
+        raise ValueError(f"knob {knob!r} must be swept in one protocol, found {protocols}")
+    protocol = protocols.pop()
+    values = _seeds(comparison, method, protocol,
+                    "top1" if protocol == "supervised" else "linear_probe_top1")
+    if len(values) < 2:
+        raise ValueError(f"comparison must hold at least 2 seeds of {method!r} in the "
+                         f"{protocol} protocol, got {len(values)}")
+    spread = values.std(ddof=1)
+    return values.mean() - spread, values.mean() + spread

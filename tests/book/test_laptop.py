@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 from perceptcoh.book.laptop import (check_comparison, check_every_run,  # noqa: E402
                                     check_longer, check_sweeps, compare_live,
                                     method_colours, pass_times, plot_comparison,
-                                    plot_sweeps, pooled_spread)
+                                    plot_sweeps, pooled_spread, sweep_band)
 
 SHA = "ab" * 32
 METRICS = ("top1", "linear_probe_top1", "knn_top1", "perception_gap_r1")
@@ -215,7 +215,7 @@ def test_the_comparison_has_a_bar_per_method_and_a_dot_per_seed():
     left, right = figure.axes
     heights = [bar.get_height() for bar in left.patches]
     assert heights == pytest.approx([100 * np.mean(v) for v in TOP1.values()])
-    assert left.get_ylim() == pytest.approx((29.0, 36.0))  # every seed, 1 point of margin
+    assert left.get_ylim() == pytest.approx((0.0, 36.0))  # from 0; 1 point above every seed
     assert [t.get_text() for t in left.get_xticklabels()] == ["CE only", "KD", "PC (ours)"]
     dots = [line for line in right.lines]
     assert len(dots) == 2 and dots[1].get_color() == "C3"  # CE has no pure run
@@ -239,3 +239,25 @@ def test_the_sweeps_have_a_panel_per_knob_with_the_points_in_order():
     assert [t.get_text() for t in tau.get_xticklabels()] == ["0.1", "1.0"]
     assert tau.get_xlabel() == r"temperature $\tau$" and tau.get_title() == "probe (%)"
     assert ratio.get_title() == "top-1 (%)" and len(plot_sweeps(runs, ["tau"]).axes) == 1
+
+
+def test_each_sweep_panel_shows_the_comparisons_seed_spread_as_a_band():
+    """Issue 27, item 12: the band is PC's mean ± sd over the comparison's seeds, on the
+    sweep's score in the sweep's protocol."""
+    runs = [dict(plot_run("pc", "pure", 0, linear_probe_top1=0.2), beta=4.0),
+            dict(plot_run("pc", "supervised", 0, top1=0.5), beta=4.0)]
+    runs[0]["key"].update(knob="tau", value=0.1)
+    runs[1]["key"].update(knob="gradient_ratio", value=1.0)
+    comparison = [plot_run("pc", "pure", s, linear_probe_top1=v)
+                  for s, v in enumerate((0.18, 0.20, 0.22))]
+    comparison += [plot_run("pc", "supervised", s, top1=v)
+                   for s, v in enumerate((0.40, 0.44))]
+    assert sweep_band(runs, comparison, "tau") == pytest.approx((0.18, 0.22))
+    low, high = sweep_band(runs, comparison, "gradient_ratio")
+    assert (low + high) / 2 == pytest.approx(0.42) and high - low == pytest.approx(
+        2 * np.std([0.40, 0.44], ddof=1))
+    figure = plot_sweeps(runs, ["tau", "gradient_ratio"], comparison=comparison)
+    band = figure.axes[0].patches[0]  # a Rectangle in data y, axes x
+    assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((18.0, 22.0))
+    with pytest.raises(ValueError, match="2 seeds"):
+        sweep_band(runs, comparison[:1], "tau")
