@@ -13,8 +13,9 @@ Bounds on every run are rows, read as sentences::
     display(checked)                        # runs, worst value, bound, verdict
     assert checked.hold, checked.failures
 
-The runs are ``"comparison"`` (the comparison's runs of the method) or ``"every student"``
-(comparison and ablations, each student once: :func:`perceptcoh.book.report.students`),
+The runs are ``"comparison"`` (the comparison's runs of the method), ``"every student"``
+(comparison and ablations, each student once: :func:`perceptcoh.book.report.students`) or
+``"sweep KNOB"`` (the ablation runs of one knob; ``"sweep KNOB=VALUE"``, one of its points),
 optionally preceded by a protocol (``"pure, comparison"``). The scores are the short names of
 :data:`perceptcoh.book.report.SCORE_KEYS`.
 
@@ -65,8 +66,14 @@ def _select(document: dict, runs: str, method: str) -> list[dict]:
         group = [e for e in runs_of(document) if e["key"]["method"] == method]
     elif which == "every student":
         group = list(students(document, method).values())
+    elif which.startswith("sweep "):
+        knob, _, value = which.removeprefix("sweep ").partition("=")
+        group = [e for e in runs_of(document, comparison=False)
+                 if e["key"]["method"] == method and e["key"].get("knob") == knob
+                 and (not value or str(e["key"]["value"]) == value)]
     else:
-        raise ValueError(f"runs must end with 'comparison' or 'every student', got {runs!r}")
+        raise ValueError(f"runs must end with 'comparison', 'every student' or 'sweep KNOB', "
+                         f"got {runs!r}")
     return [e for e in group if not protocol or e["key"]["protocol"] == protocol]
 
 

@@ -71,6 +71,11 @@ def test_every_run_of_a_group_is_checked_against_its_bound():
     assert html.count("<tr>") == 4 and "fails (2 of 3)" in html and "holds" in html
     assert check_every_run([("now", "supervised, comparison", "top1", "at most", 0.22)],
                            {"now": DOCUMENT}).hold
+    # One knob's sweep, or one of its points (ABLATIONS: tau 0.1 and 1.0, ratio 0, 1, 2).
+    sweeps = check_every_run([("now", "pure, sweep tau", "probe", "at least", 0.2),
+                              ("now", "supervised, sweep gradient_ratio=2.0", "top1",
+                               "at most", 0.2)], {"now": DOCUMENT})
+    assert sweeps.counts == (2, 1) and sweeps.hold
 
 
 @pytest.mark.parametrize("row, message", [
@@ -78,6 +83,7 @@ def test_every_run_of_a_group_is_checked_against_its_bound():
     (("now", "comparison", "accuracy", "above", 0.1), "score must be one of"),
     (("now", "some runs", "probe", "above", 0.1), "must end with"),
     (("now", "distilled, comparison", "probe", "above", 0.1), "no run of pc"),
+    (("now", "pure, sweep tau=0.5", "probe", "above", 0.1), "no run of pc"),
 ])
 def test_a_malformed_bound_is_refused_by_name(row, message):
     with pytest.raises(ValueError, match=message):
