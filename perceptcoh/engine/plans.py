@@ -73,8 +73,8 @@ SCALES: dict[str, dict] = {
     "full": {
         "description": "CIFAR-100, 50,000 training and 10,000 test images; students trained "
         "20 epochs at batch 512 (lr 0.1 per 128 images, 1 warm-up epoch, cosine), against "
-        "RepDistiller's 240 epochs at batch 64: 90 student runs must fit in a few GPU "
-        "sessions",
+        "RepDistiller's 240 epochs at batch 64: the comparison's student runs must fit in a "
+        "few GPU sessions",
         "teacher": preset("full", "train-teacher"),
         "student": {
             "dataset": "cifar100", "epochs": 20, "batch_size": 512, "lr": 0.1,
