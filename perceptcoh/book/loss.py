@@ -8,6 +8,7 @@ clone of the repository, not in the installed package.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..engine.config import TrainConfig
+from ..engine.plans import SCALES
 from ..perception import perception
 from .report import html_table
 
@@ -29,7 +32,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["temperature_figure", "feature_norms_figure", "pushed_pairs_figure",
-           "benchmark_script", "run_benchmark", "speed_table", "train_toy_student"]
+           "benchmark_script", "run_benchmark", "speed_table", "train_toy_student",
+           "laptop_sgd"]
 
 # Where a clone of the repository keeps its benchmarks: next to the package's folder.
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -186,6 +190,15 @@ def speed_table(benchmark: dict) -> str:
 Transfer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def laptop_sgd() -> dict[str, float]:
+    """The SGD settings of the laptop recipe's students: its learning rate per 128 images
+    (``SCALES["laptop"]``), and the engine's momentum and weight decay (``TrainConfig``'s
+    defaults, which the recipe keeps)."""
+    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+    recipe = {**defaults, **SCALES["laptop"]["student"]}
+    return {name: recipe[name] for name in ("lr", "momentum", "weight_decay")}
+
+
 def train_toy_student(transfer: Transfer, seed: int, steps: int = 800,
                       batch_size: int = 48) -> np.ndarray:
     """Train a student with ``transfer(student_features, teacher_features)`` and return the
@@ -194,8 +207,8 @@ def train_toy_student(transfer: Transfer, seed: int, steps: int = 800,
     The data: 2,000 inputs in ``R^32``; the teacher's features are a one-hot of 10 clusters
     given by a non-linear rule (the argmax of ``sin(3 x W)``), times 3, plus a little of the
     input. The student: ``32 -> 64 -> 16`` with batch normalisation before its last ReLU, as
-    in a ResNet's last block, trained by SGD at the laptop recipe's learning rate (0.1,
-    momentum 0.9, weight decay 5e-4) on random batches. The data and batches come from a
+    in a ResNet's last block, trained by SGD with the laptop recipe's settings
+    (:func:`laptop_sgd`) on random batches. The data and batches come from a
     generator seeded with ``seed``; the weights from the global generator, seeded with
     ``seed`` too (``torch.manual_seed``), so two transfers with one seed start from the same
     weights and see the same batches.
@@ -210,8 +223,7 @@ def train_toy_student(transfer: Transfer, seed: int, steps: int = 800,
         torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16),
         torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
     )
-    optimiser = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9,
-                                weight_decay=5e-4)
+    optimiser = torch.optim.SGD(student.parameters(), **laptop_sgd())
     norms = []
     for _ in range(steps):
         chosen = torch.randint(0, 2000, (batch_size,), generator=generator)

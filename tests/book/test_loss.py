@@ -119,3 +119,14 @@ def test_two_transfers_of_one_seed_start_from_the_same_weights_and_batch():
     pc = train_toy_student(loss, seed=0, steps=3, batch_size=8)
     mse = train_toy_student(mse_to_targets, seed=0, steps=3, batch_size=8)
     assert pc[0] == mse[0] and pc[1] != mse[1]
+
+
+def test_the_toy_student_trains_with_the_laptop_recipes_sgd_settings():
+    """Read from the plan and the engine's defaults, not typed (issue 25, item 7)."""
+    from perceptcoh.engine import TrainConfig
+    from perceptcoh.engine.plans import SCALES
+
+    settings = loss.laptop_sgd()
+    config = TrainConfig(**{**SCALES["laptop"]["student"], "model": "resnet8"})
+    assert settings == {"lr": config.lr, "momentum": config.momentum,
+                        "weight_decay": config.weight_decay}
