@@ -7,13 +7,13 @@ CIFAR-100 results document, a placeholder row for one not saved yet.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 from ..engine.experiments import aggregate
 from .report import METHOD_NAMES, html_table, runs_of, verdicts
 
-__all__ = ["DOCUMENTS", "HEADER", "best_other", "glance_row", "results_at_a_glance"]
+__all__ = ["DOCUMENTS", "HEADER", "UNAWARE", "best_other", "glance_row", "pc_verdicts",
+           "results_at_a_glance"]
 
 # Title of each row, and the document under results/ it is generated from.
 DOCUMENTS = {
@@ -21,7 +21,12 @@ DOCUMENTS = {
     "CIFAR-100 at full scale": "cifar100-comparison.json",
 }
 HEADER = ["experiment", "teacher top-1", "supervised top-1", "pure: linear probe",
-          "PC against the class-unaware baselines (pairs x scores)", "where, how long"]
+          "PC against the strongest class-unaware baseline and KD (✱ survives Holm)",
+          "where, how long"]
+# The baselines that use no labels, of which the strongest on each score is shown.
+UNAWARE = ("fitnet", "sp", "cc", "rkd", "pkt", "crd")
+GLANCE_SCORES = (("supervised", "top1", "supervised top-1"),
+                 ("pure", "linear_probe_top1", "pure probe"))
 
 
 def best_other(summary: dict, protocol: str, metric: str) -> str:
@@ -34,13 +39,38 @@ def best_other(summary: dict, protocol: str, metric: str) -> str:
     return f"{METHOD_NAMES[method]} {100 * means[method]:.1f}%"
 
 
+def pc_verdicts(document: dict) -> str:
+    """PC's verdict against the strongest class-unaware baseline (by mean over seeds) and
+    against KD, on each of the supervised top-1 and the pure linear probe, from
+    :func:`perceptcoh.book.report.verdicts` over every other method of the document (the
+    family of the laptop chapter's verdict table, so a ✱ here is a ✱ there), e.g.
+    ``"supervised top-1: behind FitNet ✱, behind KD ✱; pure probe: ..."``."""
+    runs = runs_of(document)
+    present = [m for m in METHOD_NAMES if m != "pc"
+               and any(entry["key"]["method"] == m for entry in runs)]
+    found = verdicts(document, "pc", present)
+    parts = []
+    for protocol, metric, label in GLANCE_SCORES:
+        rows = {row["baseline"]: row for row in found
+                if (row["protocol"], row["metric"]) == (protocol, metric)
+                and row["verdict"] != "n/a"}
+        means = {m: sum(s) / len(s) for m in UNAWARE if m in rows
+                 for s in [[e["metrics"][metric] for e in runs
+                            if (e["key"]["method"], e["key"]["protocol"]) == (m, protocol)]]}
+        shown = [m for m in (max(means, key=means.get) if means else None, "kd") if m in rows]
+        cells = [f"{rows[m]['verdict']} {METHOD_NAMES[m]}" + (" ✱" if rows[m]["holm"] else "")
+                 for m in shown]
+        if cells:
+            parts.append(f"{label}: " + ", ".join(cells))
+    return "; ".join(parts) if parts else "–"
+
+
 def glance_row(title: str, document: dict) -> list[str]:
     """The row of one results document: teacher, PC and the best other method in each
-    protocol (means over seeds), PC's verdicts counted, device and wall time."""
+    protocol (means over seeds), :func:`pc_verdicts`, device and wall time."""
     runs = runs_of(document)
     (teacher,) = document["teachers"].values()
     seeds = {entry["key"]["seed"] for entry in runs}
-    counts = Counter(row["verdict"] for row in verdicts(document))
     summary = {(row["method"], row["protocol"]): row for row in
                aggregate(runs, ("method", "protocol"), ("top1", "linear_probe_top1"))}
     pc_top1 = summary["pc", "supervised"]["top1"]["mean"]
@@ -52,7 +82,7 @@ def glance_row(title: str, document: dict) -> list[str]:
             f"{best_other(summary, 'supervised', 'top1')}",
             f"PC {100 * pc_probe:.1f}%; best other "
             f"{best_other(summary, 'pure', 'linear_probe_top1')}",
-            ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())),
+            pc_verdicts(document),
             f"{document['provenance']['device']}, {hours:.1f} h"]
 
 
