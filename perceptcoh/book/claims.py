@@ -1,4 +1,4 @@
-"""A chapter's statistical claims as data: declared in one table, checked by one function,
+r"""A chapter's statistical claims as data: declared in one table, checked by one function,
 shown as one HTML table.
 
 A chapter writes its claims as rows, each read as a sentence::
@@ -33,19 +33,31 @@ relation            holds when                                      test
 
 A row that ends with ``PRINTED`` (after the tolerance) is a comparison the chapter shows but
 does not claim: it is checked and shown alike, marked "printed", and never fails.
+
+**The margin an asserted claim needs.** A claim clears its threshold by a margin, in standard
+errors; a re-run elsewhere redraws the training noise, and a claim at margin ``m`` holds there
+with probability about :math:`\Phi(m/\sqrt 2)` (:func:`perceptcoh.stats.rerun_holds`). So a
+chapter asserts, in the environment that wrote it, only claims of margin
+:data:`WRITTEN_MARGIN` or more, and anywhere else a margin above 0: ``min_margin`` of
+:func:`check_claims`, which :func:`asserted_margin` chooses from the saved record of the
+writing environment (:func:`perceptcoh.engine.provenance.environment`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine.provenance import environment
 from ..stats import DEFAULT_ALPHA, Claim, ahead, exceeds, on_par
 from .report import html_table
 
-__all__ = ["PRINTED", "RELATIONS", "CheckedClaims", "ClaimRow", "check_claims"]
+__all__ = ["PRINTED", "RELATIONS", "WRITTEN_MARGIN", "CheckedClaims", "ClaimRow",
+           "asserted_margin", "check_claims"]
+
+WRITTEN_MARGIN = 4.0  # standard errors, in the environment that wrote the chapter
 
 PRINTED = "printed"
 RELATIONS = ("ahead of", "not behind", "on par with", "above", "below")
@@ -114,17 +126,26 @@ class CheckedClaims:
     rows: tuple[ClaimRow, ...]
     results: tuple[Claim, ...]
     caption: str
+    min_margin: float = 0.0
+
+    def _kept(self, claim: Claim) -> bool:
+        return claim.holds and claim.margin >= self.min_margin
 
     @property
     def hold(self) -> bool:
-        """Whether every asserted claim holds (printed rows never fail)."""
-        return all(claim.holds for row, claim in zip(self.rows, self.results) if row.asserted)
+        """Whether every asserted claim holds with a margin of at least ``min_margin``
+        (printed rows never fail)."""
+        return all(self._kept(claim) for row, claim in zip(self.rows, self.results)
+                   if row.asserted)
 
     @property
     def failures(self) -> list[str]:
-        """The asserted claims that fail, as text (the message of the chapter's assert)."""
-        return [str(claim) for row, claim in zip(self.rows, self.results)
-                if row.asserted and not claim.holds]
+        """The asserted claims that fail, or hold by less than ``min_margin``, as text (the
+        message of the chapter's assert)."""
+        return [str(claim) + ("" if not claim.holds else
+                              f" (below the margin {self.min_margin:g} asserted here)")
+                for row, claim in zip(self.rows, self.results)
+                if row.asserted and not self._kept(claim)]
 
     def of(self, row: Sequence) -> Claim:
         """The result of the claim declared as ``row``."""
@@ -134,26 +155,34 @@ class CheckedClaims:
         lines = []
         for row, claim in zip(self.rows, self.results):
             relation = ">" if claim.kind == "ahead" else "<"
-            verdict = ("holds" if claim.holds else "fails") if row.asserted else (
+            verdict = ("holds" if self._kept(claim) else "fails") if row.asserted else (
                 "printed: " + ("would hold" if claim.holds else "does not hold"))
             threshold = claim.threshold + 0.0  # -0.0 (a zero tolerance) reads as +0.0000
             lines.append([claim.name, f"{claim.statistic:+.4f}", relation,
                           f"{threshold:+.4f}", f"{claim.margin:.1f}", verdict])
+        rule = (f"; asserted at a margin of {self.min_margin:g} or more"
+                if self.min_margin > 0 else "; asserted at a margin above 0")
         return html_table(["claim", "statistic", "", "threshold", "margin (se)", "verdict"],
-                          lines, caption=self.caption)
+                          lines, caption=self.caption + rule)
 
 
 def check_claims(rows: Sequence[Sequence], scores: Callable[[str, str, str], Sequence[float]],
                  *, lower_is_better: Collection[str] = (), alpha: float = DEFAULT_ALPHA,
-                 caption: str = "The chapter's claims") -> CheckedClaims:
+                 caption: str = "The chapter's claims", min_margin: float = 0.0
+                 ) -> CheckedClaims:
     """Check every claim of ``rows`` (see the module's docstring) on the per-seed
     ``scores(method, protocol, score)``.
 
     The statistic of each claim is the end of its ``(1 - 2 alpha)`` interval that decides it,
     the margin is how far it clears the threshold in standard errors (:class:`perceptcoh.stats.
-    Claim`). Raises ``ValueError`` on a malformed row; never raises on a claim that fails:
-    the chapter asserts :attr:`CheckedClaims.hold`.
+    Claim`). An asserted claim holds when its statistic clears the threshold by at least
+    ``min_margin`` standard errors (0: by any margin; see the module's docstring). Raises
+    ``ValueError`` on a malformed row or a negative ``min_margin``; never raises on a claim
+    that fails: the chapter asserts :attr:`CheckedClaims.hold`.
     """
+    if not min_margin >= 0:
+        raise ValueError(f"min_margin must be a number of standard errors >= 0, "
+                         f"got {min_margin!r}")
     parsed = tuple(ClaimRow.parse(row) for row in rows)
     if not parsed:
         raise ValueError("rows must declare at least one claim")
@@ -172,4 +201,11 @@ def check_claims(rows: Sequence[Sequence], scores: Callable[[str, str, str], Seq
         else:
             results.append(ahead(a, b, name, alpha, lower_is_better=lower,
                                  tolerance=row.tolerance, paired=True))
-    return CheckedClaims(parsed, tuple(results), caption)
+    return CheckedClaims(parsed, tuple(results), caption, min_margin)
+
+
+def asserted_margin(written: Mapping[str, object]) -> float:
+    """:data:`WRITTEN_MARGIN` when this process runs in the environment ``written`` (a
+    record of :func:`perceptcoh.engine.provenance.environment` saved where the chapter was
+    written: every key equal), else 0."""
+    return WRITTEN_MARGIN if dict(written) == environment() else 0.0

@@ -20,7 +20,8 @@ optionally preceded by a protocol (``"pure, comparison"``). The scores are the s
 :data:`perceptcoh.book.report.SCORE_KEYS`.
 
 The live re-run (:func:`compare_live`) must equal the saved runs bit for bit in the
-environment that wrote them (same torch, device and thread count, and the same measured
+environment that wrote them (same torch, device, thread count, CPU model and vector
+instructions, all recorded on both sides, and the same measured
 ``beta``); elsewhere each score must lie within ``4 sqrt(2) s`` of the saved one, ``s`` the
 seed standard deviation of that score pooled over the table's methods without a collapsed
 run (:func:`pooled_spread`).
@@ -40,6 +41,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..engine.plans import sweep_values
+from ..engine.provenance import FLOAT_ORDER_KEYS
 from .report import (METHOD_NAMES, SCORE_KEYS, collapsed_runs, html_table, runs_of,
                      scores_by_seed, students, sweep)
 
@@ -288,16 +290,18 @@ def compare_live(live: dict, saved: dict, methods: Sequence[str],
                                            "perception_gap_r1")) -> LiveCheck:
     """Each live run's ``metrics`` against the saved run of the same key (see the module's
     docstring for the tolerance); tolerance 0 when ``live`` was written in the saved
-    table's environment (torch, device, CPU threads) and every run measured the saved
-    ``beta``. A metric of ``metrics`` that either run has is compared; one that only one of
+    table's environment (every key of :data:`perceptcoh.engine.provenance.FLOAT_ORDER_KEYS`
+    recorded on both sides and equal) and every run measured the saved ``beta``. A metric of ``metrics`` that either run has is compared; one that only one of
     them has is a failure (its missing side NaN), never skipped. A run whose ``collapsed``
     is not ``False`` on either side (collapsed, or saved before the check and unknown) is
     listed in :attr:`LiveCheck.unhealthy` and fails the check."""
     by_key = {json.dumps(e["key"], sort_keys=True): e for e in saved["runs"]}
     pairs = [(e, by_key[json.dumps(e["key"], sort_keys=True)]) for e in live["runs"]]
     here, origin = live["provenance"], saved["provenance"]
-    locked = all(here[k] == origin[k] for k in ("torch", "device", "cpu_threads")) and all(
-        e["beta"] == s["beta"] for e, s in pairs)
+    # Bit-equal only where everything that decides floating-point order is known to match
+    # (a document saved before the CPU model and capability were recorded never is).
+    locked = all(k in here and k in origin and here[k] == origin[k]
+                 for k in FLOAT_ORDER_KEYS) and all(e["beta"] == s["beta"] for e, s in pairs)
     spreads: dict[tuple[str, str], float] = {}  # one pooled spread per protocol and metric
     compared, unhealthy = [], []
     for entry, reference in pairs:

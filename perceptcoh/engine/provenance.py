@@ -10,7 +10,11 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["provenance", "committed_in"]
+__all__ = ["provenance", "committed_in", "environment", "FLOAT_ORDER_KEYS"]
+
+# What decides the floating-point order of a computation here: two runs agree bit for bit
+# only where all of these match (the CPU model and its vector instructions included).
+FLOAT_ORDER_KEYS = ("torch", "device", "cpu_threads", "cpu_model", "cpu_capability")
 
 
 def provenance(command: list[str] | None = None,
@@ -30,11 +34,21 @@ def provenance(command: list[str] | None = None,
         "git_dirty": _STARTED_AT["dirty"],
         "device": _device_name(device),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def environment(device: torch.device | str | None = None) -> dict[str, object]:
+    """The part of :func:`provenance` that decides floating-point order
+    (:data:`FLOAT_ORDER_KEYS`): torch, device, CPU threads, CPU model and the vector
+    instructions torch's CPU kernels use (``torch.backends.cpu.get_cpu_capability()``)."""
+    found = provenance(device=device)
+    return {key: found[key] for key in FLOAT_ORDER_KEYS}
 
 
 def committed_in(path: str | Path) -> str | None:
@@ -48,6 +62,17 @@ def committed_in(path: str | Path) -> str | None:
     if changed is None or changed:
         return None
     return _git("log", "-n", "1", "--format=%H", "--", str(path)) or None
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _device_name(device: torch.device | str | None) -> str:

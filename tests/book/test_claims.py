@@ -81,3 +81,28 @@ def test_malformed_rows_are_refused_by_name(row, message):
 def test_a_zero_threshold_reads_as_plus_zero():
     html = check_claims([("pure", "probe", "pc", "ahead of", "rkd")], scores)._repr_html_()
     assert "+0.0000" in html and "-0.0000" not in html
+
+
+def test_in_the_writing_environment_a_claim_needs_the_written_margin():
+    """Issue 25, item 2: a claim that has drifted to a small margin passes elsewhere (margin
+    > 0) but fails where the chapter was written (margin >= 4)."""
+    from perceptcoh.book.claims import WRITTEN_MARGIN, asserted_margin
+    from perceptcoh.engine.provenance import environment
+
+    row = ("pure", "probe", "pc", "above", 0.0)
+    claim = check_claims([row], scores).results[0]
+    # A threshold the statistic clears by 2 standard errors.
+    near = ("pure", "probe", "pc", "above", claim.statistic - 2 * claim.se)
+    assert check_claims([near], scores).hold
+    strict = check_claims([near], scores, min_margin=WRITTEN_MARGIN)
+    assert not strict.hold and "below the margin 4" in strict.failures[0]
+    assert "margin of 4 or more" in strict._repr_html_() and "fails" in strict._repr_html_()
+    assert check_claims([row], scores, min_margin=WRITTEN_MARGIN).hold
+    assert check_claims([near, (*near, PRINTED)], scores,
+                        min_margin=0.0).hold
+    here = environment()
+    assert asserted_margin(here) == WRITTEN_MARGIN == 4.0
+    assert asserted_margin({**here, "cpu_threads": here["cpu_threads"] + 1}) == 0.0
+    assert asserted_margin({key: here[key] for key in list(here)[:-1]}) == 0.0
+    with pytest.raises(ValueError, match="min_margin"):
+        check_claims([row], scores, min_margin=-1.0)

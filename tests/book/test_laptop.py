@@ -54,7 +54,8 @@ ABLATIONS = [ablation("tau", 0.1, folder="runs/x/pc-pure-seed0"), ablation("tau"
 DOCUMENT = {"completed": True, "scale": "laptop", "runs": COMPARISON + ABLATIONS,
             "teachers": {"t": {"shipped": "zoo-t", "sha256": SHA}},
             "wall_time_seconds": {"total": 12.0 + 5.0},
-            "provenance": {"torch": "2.5", "device": "cpu", "cpu_threads": 2}}
+            "provenance": {"torch": "2.5", "device": "cpu", "cpu_threads": 2,
+                           "cpu_model": "a CPU", "cpu_capability": "AVX2"}}
 
 
 def test_every_run_of_a_group_is_checked_against_its_bound():
@@ -153,6 +154,13 @@ def test_the_live_check_is_exact_in_the_same_environment_and_tolerant_elsewhere(
     assert same.summary.endswith("must be equal, and are")
     live["runs"][0]["metrics"]["linear_probe_top1"] += 1e-6
     assert not compare_live(live, DOCUMENT, ["pc", "kd"]).hold
+    for key, value in (("cpu_capability", "AVX512"), ("cpu_model", None)):
+        changed = copy.deepcopy(live)  # another CPU, or one the saved table did not record
+        if value is None:
+            del changed["provenance"][key]
+        else:
+            changed["provenance"][key] = value
+        assert not compare_live(changed, DOCUMENT, ["pc", "kd"]).locked
     live["provenance"]["cpu_threads"] = 16
     other = compare_live(live, DOCUMENT, ["pc", "kd"])
     spread = pooled_spread(COMPARISON, "pure", "linear_probe_top1", ["pc", "kd"])
