@@ -140,7 +140,9 @@ def _mean_std(values: Sequence[float], scale: float, digits: int) -> str:
 
 def final_table(final: Mapping | None) -> str:
     """Each method at its chosen setting and the two controls: test probe and kNN (%),
-    gap, mean ± standard deviation over the final seeds, and the setting."""
+    gap, mean ± standard deviation over the final seeds (of the runs that did not
+    diverge), the setting, and the runs that failed: collapsed or diverged, announced in
+    their own column, never averaged away in silence."""
     if final is None:
         return "<p>No final table to show: the final runs are not saved yet.</p>"
     rows = []
@@ -154,9 +156,15 @@ def final_table(final: Mapping | None) -> str:
         cells.append("–" if setting is None else
                      f"ratio {setting['gradient_ratio']:g}"
                      + (f", {setting['knob']}={setting['value']}" if setting["knob"] else ""))
+        runs = [run for run in final["runs"] if run["key"]["method"] == method]
+        failed = [f"seed {run['key']['seed']} " + ("diverged" if run.get("diverged")
+                                                   else "collapsed")
+                  for run in runs if run.get("diverged") or run.get("collapsed")]
+        cells.append(", ".join(failed) if failed else f"none of {len(runs)}")
         rows.append(cells)
     seeds = sorted({run["key"]["seed"] for run in final["runs"]})
-    return html_table(["student", "probe (%)", "kNN (%)", "gap Δ₁", "setting"], rows,
+    return html_table(["student", "probe (%)", "kNN (%)", "gap Δ₁", "setting", "failed runs"],
+                      rows,
                       caption=f"test scores, mean ± sd over seeds {seeds}")
 
 

@@ -87,6 +87,12 @@ def test_tables_show_the_registration_the_choice_and_the_controls():
     assert "(not committed)" in unregistered
     final = laptop_fair.final_table(final_document())
     assert "CE only (labels)" in final and "untrained" in final and "20.0 ± 0.4" in final
+    assert final.count("none of 3") == len(FAIR_METHODS) + 2
+    failing = final_document()
+    failing["runs"][0]["collapsed"] = True  # seed 1's PC
+    failing["runs"][1]["diverged"] = {"epoch": 1, "loss": float("inf")}  # seed 1's FitNet
+    announced = laptop_fair.final_table(failing)
+    assert "seed 1 collapsed" in announced and "seed 1 diverged" in announced
     selection = {"runs": [{"key": {"method": "pc", "gradient_ratio": r, "knob": "metric",
                                    "value": v, "seed": 0},
                            "collapsed": r == 10.0, "diverged": None,
