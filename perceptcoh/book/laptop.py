@@ -235,6 +235,9 @@ def pooled_spread(runs: Sequence[dict], protocol: str, metric: str,
         if len(values) > 1:
             squares += ((values - values.mean()) ** 2).sum()
             dof += len(values) - 1
+    if dof == 0:
+        raise ValueError(f"no method of {list(methods)} has two runs with {metric!r} in the "
+                         f"{protocol} protocol: no seed spread to pool")
     return math.sqrt(squares / dof)
 
 
@@ -287,14 +290,18 @@ class LiveCheck:
 
 def compare_live(live: dict, saved: dict, methods: Sequence[str],
                  metrics: Sequence[str] = ("top1", "linear_probe_top1", "knn_top1",
-                                           "perception_gap_r1")) -> LiveCheck:
+                                           "perception_gap_r1"),
+                 pool: Sequence[dict] | None = None) -> LiveCheck:
     """Each live run's ``metrics`` against the saved run of the same key (see the module's
     docstring for the tolerance); tolerance 0 when ``live`` was written in the saved
     table's environment (every key of :data:`perceptcoh.engine.provenance.FLOAT_ORDER_KEYS`
     recorded on both sides and equal) and every run measured the saved ``beta``. A metric of ``metrics`` that either run has is compared; one that only one of
     them has is a failure (its missing side NaN), never skipped. A run whose ``collapsed``
     is not ``False`` on either side (collapsed, or saved before the check and unknown) is
-    listed in :attr:`LiveCheck.unhealthy` and fails the check."""
+    listed in :attr:`LiveCheck.unhealthy` and fails the check. ``pool``: the saved runs
+    whose seed spread sets the tolerance, one setting per method (default: the
+    comparison's runs, :func:`perceptcoh.book.report.runs_of`; the fair test's final runs,
+    whose keys all name a knob, pass ``saved["runs"]``)."""
     by_key = {json.dumps(e["key"], sort_keys=True): e for e in saved["runs"]}
     pairs = [(e, by_key[json.dumps(e["key"], sort_keys=True)]) for e in live["runs"]]
     here, origin = live["provenance"], saved["provenance"]
@@ -312,8 +319,8 @@ def compare_live(live: dict, saved: dict, methods: Sequence[str],
             if metric not in reference["metrics"] and metric not in entry["metrics"]:
                 continue
             if not locked and (protocol, metric) not in spreads:
-                spreads[protocol, metric] = pooled_spread(runs_of(saved), protocol, metric,
-                                                          methods)
+                spreads[protocol, metric] = pooled_spread(
+                    runs_of(saved) if pool is None else pool, protocol, metric, methods)
             tolerance = 0.0 if locked else 4 * math.sqrt(2) * spreads[protocol, metric]
             compared.append((entry["key"], metric, entry["metrics"].get(metric, math.nan),
                              reference["metrics"].get(metric, math.nan), tolerance))
