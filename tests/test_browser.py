@@ -39,7 +39,8 @@ MATHJAX = ROOT / ".mathjax" / "node_modules" / "mathjax" / "es5"
 CDN = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/"
 REPORT = ROOT / "_build" / "browser"
 SCREENSHOTS = ("book/theory/03_perception.html", "book/experiments/02_laptop.html")
-CHECKED_PAGES = 12  # intro, quickstart, five theory and four experiment chapters, bibliography
+CHECKED_PAGES = 13  # intro, quickstart, five theory and four experiment chapters, history,
+#                     bibliography
 
 # Runs in the page once it has loaded and MathJax has typeset it; returns what it found.
 INSPECT = r"""
