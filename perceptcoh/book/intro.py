@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..engine.experiments import aggregate
-from .report import METHOD_NAMES, html_table, runs_of, verdicts
+from .report import METHOD_NAMES, html_table, runs_of, scores_by_seed, verdicts
 
 __all__ = ["DOCUMENTS", "HEADER", "UNAWARE", "best_other", "glance_row", "pc_verdicts",
            "results_at_a_glance"]
@@ -54,9 +56,8 @@ def pc_verdicts(document: dict) -> str:
         rows = {row["baseline"]: row for row in found
                 if (row["protocol"], row["metric"]) == (protocol, metric)
                 and row["verdict"] != "n/a"}
-        means = {m: sum(s) / len(s) for m in UNAWARE if m in rows
-                 for s in [[e["metrics"][metric] for e in runs
-                            if (e["key"]["method"], e["key"]["protocol"]) == (m, protocol)]]}
+        means = {m: np.mean(list(scores_by_seed(runs, m, protocol, metric).values()))
+                 for m in UNAWARE if m in rows}
         shown = [m for m in (max(means, key=means.get) if means else None, "kd") if m in rows]
         cells = [f"{rows[m]['verdict']} {METHOD_NAMES[m]}" + (" ✱" if rows[m]["holm"] else "")
                  for m in shown]
