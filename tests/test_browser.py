@@ -8,8 +8,10 @@ which CI cannot reach, so a copy of the site with the CDN address replaced is se
 
 At 1280 px wide every page must have no MathJax error, no raw TeX or stray ``$`` left in its
 text, every image loaded, no display equation or table wider than the content column, no
-error output cell, no code block (a cell's input or code in the prose) that scrolls
-sideways, and, for a notebook, its Colab launch button. At 412 px wide (a phone)
+display equation with a glyph drawn outside its box (MathJax clips a numbered display that
+does not fit, so only the glyphs show the cut), no error output cell, no code block (a
+cell's input or code in the prose) and no printed output that scrolls sideways, and, for a
+notebook, its Colab launch button. At 412 px wide (a phone)
 the horizontal overflow of each page is reported, not failed. Two pages are screenshot.
 The report, with the test's wall time, goes to ``_build/browser/report.json`` with the
 screenshots; nothing from it is committed.
@@ -90,10 +92,26 @@ const done = arguments[arguments.length - 1];
     rawTex: raw,
     brokenImages: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0))
                                       .map(i => i.getAttribute("src")),
+    // MathJax lays a numbered display out in a full-width table that clips what does not
+    // fit, so neither its box nor mjx-math is ever wider than the column: measure what is
+    // drawn, the glyphs, against the display's own box.
+    cutMath: [...article.querySelectorAll('mjx-container[display="true"]')].map(display => {
+      const box = display.getBoundingClientRect();
+      const glyphs = [...display.querySelectorAll("mjx-c, mjx-utext")]
+        .map(glyph => glyph.getBoundingClientRect()).filter(r => r.width > 0);
+      const cut = Math.max(0, ...glyphs.map(r => r.right - box.right),
+                           ...glyphs.map(r => box.left - r.left));
+      return {cut: Math.round(cut), text: display.textContent.slice(0, 60)};
+    }).filter(item => item.cut > 1),
     wideMath: wide(article.querySelectorAll('mjx-container[display="true"]'), "mjx-math"),
     wideTables: wide(article.querySelectorAll("table")),
     wideCode: [...article.querySelectorAll("div.highlight pre")]
       .filter(pre => !pre.closest(".cell_output") && pre.scrollWidth > pre.clientWidth + 1)
+      .map(pre => ({width: pre.scrollWidth, box: pre.clientWidth,
+                    text: pre.textContent.split("\n").reduce(
+                      (a, b) => (b.length > a.length ? b : a), "").slice(0, 80)})),
+    wideOutputs: [...article.querySelectorAll(".cell_output pre")]
+      .filter(pre => pre.scrollWidth > pre.clientWidth + 1)
       .map(pre => ({width: pre.scrollWidth, box: pre.clientWidth,
                     text: pre.textContent.split("\n").reduce(
                       (a, b) => (b.length > a.length ? b : a), "").slice(0, 80)})),
@@ -189,9 +207,12 @@ def test_every_page_reads_cleanly_in_a_browser(site, browser):
             "MathJax errors": desktop["mathErrors"],
             "raw TeX or a stray $": desktop["rawTex"],
             "images that did not load": desktop["brokenImages"],
+            "display math cut off (px of glyphs outside its box)": desktop["cutMath"],
             f"display math wider than the {desktop['column']} px column": desktop["wideMath"],
             f"tables wider than the {desktop['column']} px column": desktop["wideTables"],
             "code that scrolls sideways (its longest line shown)": desktop["wideCode"],
+            "printed output that scrolls sideways (its longest line shown)":
+                desktop["wideOutputs"],
             "error output cells": desktop["errorOutputs"],
             "no Colab launch button": notebook and not desktop["launch"],
             "MathJax did not load": desktop["hasMath"] and not desktop["mathJaxLoaded"],
