@@ -16,10 +16,11 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..engine.collapse import DEGRADED_DEAD_FRACTION
 from ..engine.fair import CLASS_AWARE, CLASS_UNAWARE, FAIR_METHODS, final_plan
 from ..engine.plans import Plan
 from ..stats import difference
-from .report import METHOD_NAMES, html_table
+from .report import METHOD_NAMES, degradation, html_table
 
 __all__ = ["PLAN", "SELECTION", "FINAL", "registration_table", "selection_table",
            "plot_curves", "final_table", "verdicts", "verdict_table", "answer", "live_plan"]
@@ -57,7 +58,8 @@ def _value(key: Mapping) -> str:
 def selection_table(selection: Mapping | None) -> str:
     """Each selection run's validation probe (%), a row per method and knob value, a
     column per ratio; the chosen setting marked ▶, a collapsed run as †, a diverged one as
-    ✗, an edge choice flagged."""
+    ✗, a degraded one with ‡ (:func:`~perceptcoh.book.report.degradation`), an edge
+    choice flagged."""
     if selection is None:
         return "<p>No selection to show: it is not saved yet.</p>"
     ratios = sorted({run["key"]["gradient_ratio"] for run in selection["runs"]})
@@ -71,6 +73,7 @@ def selection_table(selection: Mapping | None) -> str:
             text = "†"
         else:
             text = f"{100 * run['metrics']['val_linear_probe_top1']:.1f}"
+            text += " ‡" if degradation(run) else ""
         chosen = selection["chosen"][key["method"]]
         if (chosen["gradient_ratio"], chosen["value"]) == (key["gradient_ratio"], key["value"]):
             text = f"▶ {text}" + (" ⚑" if chosen["edge"] else "")
@@ -83,7 +86,9 @@ def selection_table(selection: Mapping | None) -> str:
                       caption="validation linear probe (%) of each selection run (seed "
                               f"{selection['runs'][0]['key']['seed']})",
                       footnote="▶ chosen; ⚑ chosen at the edge of the grid; † collapsed; "
-                               "✗ diverged (neither can be chosen)")
+                               "✗ diverged (neither can be chosen); ‡ degraded (at least "
+                               f"{DEGRADED_DEAD_FRACTION:.0%} of the dimensions dead: "
+                               "perceptcoh.engine.collapse.degradation_reasons)")
 
 
 def _curves(document: Mapping, method: str) -> dict[str, np.ndarray]:
@@ -141,8 +146,8 @@ def _mean_std(values: Sequence[float], scale: float, digits: int) -> str:
 def final_table(final: Mapping | None) -> str:
     """Each method at its chosen setting and the two controls: test probe and kNN (%),
     gap, mean ± standard deviation over the final seeds (of the runs that did not
-    diverge), the setting, and the runs that failed: collapsed or diverged, announced in
-    their own column, never averaged away in silence."""
+    diverge), the setting, and the runs that failed: collapsed, diverged or degraded,
+    announced in their own column, never averaged away in silence."""
     if final is None:
         return "<p>No final table to show: the final runs are not saved yet.</p>"
     rows = []
@@ -158,8 +163,10 @@ def final_table(final: Mapping | None) -> str:
                      + (f", {setting['knob']}={setting['value']}" if setting["knob"] else ""))
         runs = [run for run in final["runs"] if run["key"]["method"] == method]
         failed = [f"seed {run['key']['seed']} " + ("diverged" if run.get("diverged")
-                                                   else "collapsed")
-                  for run in runs if run.get("diverged") or run.get("collapsed")]
+                                                   else "collapsed" if run.get("collapsed")
+                                                   else "degraded")
+                  for run in runs
+                  if run.get("diverged") or run.get("collapsed") or degradation(run)]
         cells.append(", ".join(failed) if failed else f"none of {len(runs)}")
         rows.append(cells)
     seeds = sorted({run["key"]["seed"] for run in final["runs"]})

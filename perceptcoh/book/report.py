@@ -22,7 +22,9 @@ Runs whose features collapsed (``collapsed`` in the document, from each run's
 ``results.json``: :mod:`perceptcoh.engine.collapse`) are marked in the tables with a dagger
 and their count, "† 2/3 collapsed", explained in a footnote, and listed by
 :func:`collapsed_runs`. A document saved before that check has no ``collapsed``: its runs
-are shown unmarked (unknown, not known to be healthy).
+are shown unmarked (unknown, not known to be healthy). Runs whose features are degraded but
+not collapsed (:func:`degradation`) are marked apart, "‡ 1/3 degraded", with a footnote of
+their own, and listed by :func:`degraded_runs`.
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ from typing import Sequence
 import numpy as np
 
 from ..stats import difference, holm
-from ..engine.collapse import ZERO_FRACTION
+from ..engine.collapse import (DEGRADED_DEAD_FRACTION, DEGRADED_NORM_RATIO, DEGRADED_SPAN,
+                               ZERO_FRACTION, degradation_reasons)
 from ..engine.experiments import aggregate
 
-__all__ = ["METHOD_NAMES", "SCORES", "COLLAPSE_FOOTNOTE", "mean_std", "html_table",
-           "comparison_table", "collapsed_runs", "lengths_table", "runs_of", "scores_by_seed",
+__all__ = ["METHOD_NAMES", "SCORES", "COLLAPSE_FOOTNOTE", "DEGRADED_FOOTNOTE", "mean_std",
+           "html_table", "comparison_table", "collapsed_runs", "degradation", "degraded_runs",
+           "lengths_table", "runs_of", "scores_by_seed",
            "verdicts", "verdict_cell", "verdict_table", "verdict_text", "verdicts_by_length",
            "SCORE_KEYS", "verdict_changes", "sweep", "sweep_table", "students",
            "collapse_table"]
@@ -58,6 +62,12 @@ COLLAPSE_FOOTNOTE = (f"† k/n collapsed: the features of k of the n seeds colla
                      f"{ZERO_FRACTION:.0%} of their entries exactly 0, fewer distinct rows "
                      f"than classes, or non-finite values): their scores measure a handful "
                      f"of points, not a representation")
+# The definition is perceptcoh.engine.collapse.degradation_reasons.
+DEGRADED_FOOTNOTE = (f"‡ k/n degraded: the features of k of the n seeds did not collapse but "
+                     f"degraded (at least {DEGRADED_DEAD_FRACTION:.0%} of their dimensions "
+                     f"dead, fewer than {DEGRADED_SPAN} dimensions spanned, or a norm below "
+                     f"{DEGRADED_NORM_RATIO:g} times that of the initial student): their scores "
+                     f"rest on a few live dimensions")
 
 
 def mean_std(summary: dict | None, scale: float = 100, digits: int = 1) -> str:
@@ -101,28 +111,30 @@ def comparison_table(document: dict, methods: Sequence[str] = tuple(METHOD_NAMES
                      pair: str | None = None, caption: str | None = None) -> str:
     """The comparison of one pair (default: the document's first) as an HTML table: per
     method, mean ± std over seeds of each of :data:`SCORES` (accuracies in %). A score
-    whose runs include collapsed ones reads "† k/n collapsed", and so does the method's
-    name; the footnote (:data:`COLLAPSE_FOOTNOTE`) says why."""
+    whose runs include collapsed ones reads "† k/n collapsed", and the method's name
+    carries †; degraded ones, "‡ k/n degraded" and ‡; the footnotes
+    (:data:`COLLAPSE_FOOTNOTE`, :data:`DEGRADED_FOOTNOTE`) say why."""
     runs = runs_of(document)
     pair = pair or runs[0]["key"]["pair"]
     of_pair = [e for e in runs if e["key"]["pair"] == pair]
     rows = aggregate(of_pair, ("method", "protocol"),
                      tuple(dict.fromkeys(metric for _, metric, _, _ in SCORES)))
     found = {(row["method"], row["protocol"]): row for row in rows}
-    counts = _collapse_counts(of_pair)
+    counts = _failure_counts(of_pair)
     body = []
     for method in methods:
         cells = [METHOD_NAMES.get(method, method)]
         for protocol, metric, lower, _ in SCORES:
             row = found.get((method, protocol), {})
             text = mean_std(row.get(metric), 1 if lower else 100, 3 if lower else 1)
-            collapsed, total = counts.get((method, protocol), (0, 0))
-            cells.append(f"{text} † {collapsed}/{total} collapsed" if collapsed else text)
-        if any(counts.get((method, protocol), (0, 0))[0] for protocol, *_ in SCORES):
-            cells[0] += " †"
+            cells.append(text + _marks(*counts.get((method, protocol), (0, 0, 0))))
+        for sign, index in ("†", 0), ("‡", 1):
+            if any(counts.get((method, protocol), (0, 0, 0))[index]
+                   for protocol, *_ in SCORES):
+                cells[0] += f" {sign}"
         body.append(cells)
-    footnote = COLLAPSE_FOOTNOTE if any(c for c, _ in counts.values()) else None
-    return html_table(["method", *(label for *_, label in SCORES)], body, caption, footnote)
+    return html_table(["method", *(label for *_, label in SCORES)], body, caption,
+                      _footnote(counts.values()))
 
 
 def collapsed_runs(document: dict) -> list[dict]:
@@ -135,15 +147,53 @@ def collapsed_runs(document: dict) -> list[dict]:
             for entry in document["runs"] if entry.get("collapsed")]
 
 
-def _collapse_counts(runs: Sequence[dict]) -> dict[tuple[str, str], tuple[int, int]]:
-    """``(collapsed, runs)`` per ``(method, protocol)``; a run without ``collapsed``
-    counts as not collapsed."""
-    counts: dict[tuple[str, str], tuple[int, int]] = {}
+def degradation(entry: dict) -> list[str]:
+    """Why a run of a document is degraded (:func:`perceptcoh.engine.collapse.
+    degradation_reasons`), empty when it is not, or when it collapsed (a collapse is marked
+    as such). A run saved before the degradation check is judged on the statistics its
+    ``collapse`` record holds (the dead dimensions; the span and the initial norm were not
+    measured then)."""
+    record = entry.get("collapse") or {}
+    if entry.get("collapsed") or not record:
+        return []
+    if "degradation" in record:
+        return list(record["degradation"])
+    initial = record.get("initial") or {}
+    return degradation_reasons(record, initial.get("feature_norm"))
+
+
+def degraded_runs(document: dict) -> list[dict]:
+    """The runs of ``document`` (comparison and ablations) whose features are degraded
+    (:func:`degradation`), in order, each as its ``key``, ``output_dir`` and the
+    ``reasons``."""
+    return [{"key": entry["key"], "output_dir": entry.get("output_dir"), "reasons": reasons}
+            for entry in document["runs"] if (reasons := degradation(entry))]
+
+
+def _failure_counts(runs: Sequence[dict]) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """``(collapsed, degraded, runs)`` per ``(method, protocol)``; a run without
+    ``collapsed`` counts as not collapsed."""
+    counts: dict[tuple[str, str], tuple[int, int, int]] = {}
     for entry in runs:
         group = (entry["key"]["method"], entry["key"]["protocol"])
-        collapsed, total = counts.get(group, (0, 0))
-        counts[group] = (collapsed + bool(entry.get("collapsed")), total + 1)
+        collapsed, degraded, total = counts.get(group, (0, 0, 0))
+        counts[group] = (collapsed + bool(entry.get("collapsed")),
+                         degraded + bool(degradation(entry)), total + 1)
     return counts
+
+
+def _marks(collapsed: int, degraded: int, total: int) -> str:
+    """" † k/n collapsed" and " ‡ k/n degraded", where there are any."""
+    return ((f" † {collapsed}/{total} collapsed" if collapsed else "")
+            + (f" ‡ {degraded}/{total} degraded" if degraded else ""))
+
+
+def _footnote(counts) -> str | None:
+    """The footnotes of the marks that ``counts`` (``(collapsed, degraded, runs)``) need."""
+    counts = list(counts)
+    notes = [note for index, note in ((0, COLLAPSE_FOOTNOTE), (1, DEGRADED_FOOTNOTE))
+             if any(count[index] for count in counts)]
+    return "; ".join(notes) or None
 
 
 def verdicts(document: dict, method: str = "pc", baselines: Sequence[str] = ("fitnet", "sp",
@@ -284,25 +334,24 @@ def lengths_table(documents: dict[str, dict], methods: Sequence[str],
                   caption: str | None = None, protocol: str = "pure") -> str:
     """The same methods trained for several lengths (label -> results document) as an HTML
     table: a row per method and length, mean ± std over seeds of each score of
-    ``protocol`` (accuracies in %), collapsed runs marked as in
+    ``protocol`` (accuracies in %), collapsed and degraded runs marked as in
     :func:`comparison_table`."""
     scores = [(metric, lower, label) for p, metric, lower, label in SCORES if p == protocol]
-    body = []
+    body, counts = [], []
     for method in methods:
         for length, document in documents.items():
             runs = [e for e in runs_of(document)
                     if (e["key"]["method"], e["key"]["protocol"]) == (method, protocol)]
             summary = aggregate(runs, ("method",), tuple(m for m, _, _ in scores))
             row = summary[0] if summary else {}
-            collapsed = sum(bool(e.get("collapsed")) for e in runs)
-            name = METHOD_NAMES.get(method, method) + (f" † {collapsed}/{len(runs)} collapsed"
-                                                       if collapsed else "")
+            count = next(iter(_failure_counts(runs).values()), (0, 0, 0))
+            counts.append(count)
+            name = METHOD_NAMES.get(method, method) + _marks(*count)
             body.append([name, length, *(mean_std(row.get(metric), 1 if lower else 100,
                                                   3 if lower else 1)
                                          for metric, lower, _ in scores)])
-    footnote = COLLAPSE_FOOTNOTE if any("†" in row[0] for row in body) else None
     return html_table(["method", "training", *(label for *_, label in scores)], body,
-                      caption, footnote)
+                      caption, _footnote(counts))
 
 
 def scores_by_seed(runs: Sequence[dict], method: str, protocol: str, metric: str, *,

@@ -375,6 +375,9 @@ def _run_record(planned: PlannedRun, results: dict) -> dict:
         "metrics": results["metrics"],
         # None for a run saved before the collapse check: unknown.
         "collapsed": results.get("collapsed"),
+        # None for a run saved before the degradation check (report.degraded judges the
+        # statistics it has).
+        "degraded": results.get("degraded"),
         # The epoch and loss at which it diverged (no metrics then); None when it did not.
         "diverged": results.get("diverged"),
         "collapse": results.get("collapse"),

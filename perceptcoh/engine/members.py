@@ -23,7 +23,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .collapse import CollapseWarning, check_collapse, epoch_feature_statistics
+from .collapse import CollapseWarning, DegradedWarning, check_collapse, epoch_feature_statistics
 from .config import data_seed, recipe_sha256
 from .evaluate import evaluate_models, top1_accuracy
 from .files import atomic_write_text, jsonable
@@ -83,6 +83,8 @@ def resume(session: Session) -> Member:
             member.totals.update(state["totals"])
         except (RuntimeError, KeyError, ValueError, TypeError) as error:
             raise CheckpointError(f"{checkpoint_path} does not fit this run: {error!r}") from error
+    if member.start_epoch == 0:  # the initial student, the reference of a shrinking norm
+        member.totals["initial_features"] = epoch_feature_statistics(session)
     member.wall_offset = member.totals["wall_seconds"]
     return member
 
@@ -131,6 +133,7 @@ def finish_diverged(member: Member, started: float, is_writer: bool) -> dict:
         "diverged": member.diverged,
         "metrics": {},
         "collapsed": None,
+        "degraded": None,
         "collapse": None,
         "config": jsonable(asdict(config)),
         "recipe_sha256": recipe_sha256(config),
@@ -152,9 +155,10 @@ def finish_diverged(member: Member, started: float, is_writer: bool) -> dict:
 def finish(member: Member, reference, distiller: Session | None, started: float,
             cohort: list[str], is_writer: bool) -> dict:
     """Evaluate a trained member, check its features for collapse (a
-    :class:`CollapseWarning` if they have), write its model.pt and results.json; its
-    results. A CE-only member of a pass with a teacher (``distiller``) is scored against
-    that teacher too, without the teacher's own probes."""
+    :class:`CollapseWarning` if they have) and degradation (a :class:`DegradedWarning`),
+    write its model.pt and results.json; its results. A CE-only member of a pass with a
+    teacher (``distiller``) is scored against that teacher too, without the teacher's own
+    probes."""
     session, history, totals = member.session, member.history, member.totals
     config = session.config
     teacher = session.teacher
@@ -170,9 +174,12 @@ def finish(member: Member, reference, distiller: Session | None, started: float,
         channels_last=config.channels_last, seed=data_seed(config),
         max_points=config.triplet_points,
     )
+    initial = totals.get("initial_features")  # absent if resumed from an older checkpoint
     collapse = check_collapse(session.student, session.test_set,
                               batch_size=config.eval_batch_size,
-                              channels_last=config.channels_last)
+                              channels_last=config.channels_last,
+                              initial_norm=initial["feature_norm"] if initial else None)
+    collapse["initial"] = initial
     wall_seconds = member.wall_offset + time.perf_counter() - started
     # The first epoch pays for warm-up (cuDNN autotuning, torch.compile).
     steady = history[1:]
@@ -185,6 +192,7 @@ def finish(member: Member, reference, distiller: Session | None, started: float,
         "diverged": None,
         "metrics": metrics,
         "collapsed": collapse["collapsed"],
+        "degraded": collapse["degraded"],
         "collapse": collapse,
         "config": jsonable(asdict(config)),
         "recipe_sha256": recipe_sha256(config),
@@ -214,6 +222,10 @@ def finish(member: Member, reference, distiller: Session | None, started: float,
             f"the features of run {config.output_dir} (method {config.method!r}, protocol "
             f"{config.protocol!r}) collapsed: {'; '.join(collapse['reasons'])}; its probes "
             f"and gaps measure nothing"))
+    elif is_writer and collapse["degraded"]:
+        warnings.warn(DegradedWarning(
+            f"the features of run {config.output_dir} (method {config.method!r}, protocol "
+            f"{config.protocol!r}) are degraded: {'; '.join(collapse['degradation'])}"))
     if is_writer:
         save_checkpoint(session, member.output / MODEL_NAME, results["epochs_completed"],
                         history, totals, model_only=True)

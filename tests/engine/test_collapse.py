@@ -26,10 +26,11 @@ from perceptcoh.engine import (
     prepare,
     train_epoch,
 )
-from perceptcoh.engine.collapse import COLLAPSE_IMAGES
+from perceptcoh.engine.collapse import COLLAPSE_IMAGES, DegradedWarning, degradation_reasons
 from perceptcoh.engine.data import DATA_ENV, load_dataset, normalize
 from perceptcoh.engine.experiments import SCALES, comparison_plan, run_plan
-from perceptcoh.book.report import COLLAPSE_FOOTNOTE, collapsed_runs, comparison_table
+from perceptcoh.book.report import (COLLAPSE_FOOTNOTE, DEGRADED_FOOTNOTE, collapsed_runs,
+                                    comparison_table, degraded_runs)
 from digits_runs import TINY_SCALE as EXPERIMENT_TINY
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -59,7 +60,8 @@ def test_healthy_features_have_not_collapsed():
 def test_features_that_are_all_zero_have_collapsed():
     statistics, reasons = judged(torch.zeros(60, 8))
     assert statistics == {"feature_norm": 0.0, "zero_fraction": 1.0, "dead_fraction": 1.0,
-                          "distinct_rows": 1, "finite": True, "images": 60}
+                          "distinct_rows": 1, "effective_rank": 0.0, "spanned_dimensions": 0,
+                          "finite": True, "images": 60}
     assert len(reasons) == 2
     assert reasons[0].startswith("100.0% of the feature entries are 0")
     assert reasons[1] == "1 distinct feature rows among 60 images, fewer than 10"
@@ -101,6 +103,90 @@ def test_the_zero_threshold_is_99_percent_of_the_entries():
     assert judged(features, 2)[1] == []
 
 
+# ---------------------------------------------------------------- degraded, not collapsed
+
+
+def test_the_effective_rank_is_the_participation_ratio_of_the_covariance():
+    """Features along orthogonal directions with standard deviations 3, 1 and 1: the
+    covariance's eigenvalues are 9, 1, 1 (times n / (n - 1) each), so the participation
+    ratio is 11^2 / 83, and the features span 3 dimensions."""
+    generator = torch.Generator().manual_seed(4)
+    signs = torch.randint(0, 2, (64, 3), generator=generator).double() * 2 - 1
+    basis, _ = torch.linalg.qr(torch.randn(16, 3, generator=generator, dtype=torch.float64))
+    codes = signs - signs.mean(dim=0)
+    codes = codes / codes.std(dim=0, unbiased=False) * torch.tensor([3.0, 1.0, 1.0],
+                                                                   dtype=torch.float64)
+    codes, _ = torch.linalg.qr(codes)  # orthonormal columns, mean 0
+    features = (codes * torch.tensor([3.0, 1.0, 1.0], dtype=torch.float64)) @ basis.T
+    statistics = feature_statistics(features)
+    assert statistics["effective_rank"] == pytest.approx(121 / 83, rel=1e-5)
+    assert statistics["spanned_dimensions"] == 3
+    assert degradation_reasons(statistics) == []
+
+
+def test_healthy_features_are_not_degraded():
+    features = torch.randn(512, 64, generator=torch.Generator().manual_seed(5))
+    statistics = feature_statistics(features)
+    assert statistics["spanned_dimensions"] == 64 and statistics["effective_rank"] > 50
+    assert degradation_reasons(statistics, initial_norm=statistics["feature_norm"]) == []
+
+
+def test_63_of_64_dead_channels_are_degraded_not_collapsed():
+    """ReLU features of 512 images with 63 of 64 channels dead: 98.4% zeros, under the 99%
+    of a collapse, and every image still told apart by the one live channel."""
+    features = torch.randn(512, 64, generator=torch.Generator().manual_seed(6)).abs()
+    features[:, 1:] = 0
+    statistics, reasons = judged(features, num_classes=100)
+    assert reasons == [] and statistics["zero_fraction"] == pytest.approx(63 / 64)
+    assert degradation_reasons(statistics) == ["98.4% of the dimensions dead",
+                                               "the features span 1 dimension"]
+
+
+def test_features_that_shrank_100_times_are_degraded():
+    generator = torch.Generator().manual_seed(7)
+    initial = torch.randn(512, 64, generator=generator)
+    statistics, reasons = judged(initial / 100, num_classes=100)
+    assert reasons == []
+    initial_norm = feature_statistics(initial)["feature_norm"]
+    assert degradation_reasons(statistics, initial_norm) == [
+        "the feature norm is 0.01 times the initial student's"]
+    # A norm that shrank 10 times (within the range of healthy runs' 0.3 to 6 times less
+    # than the threshold of 1/20) is not judged degraded; a missing reference is not judged.
+    assert degradation_reasons(feature_statistics(initial / 10), initial_norm) == []
+    assert degradation_reasons(statistics) == []
+
+
+@pytest.mark.parametrize("dimensions", [1, 2])
+def test_features_spanning_one_or_two_dimensions_are_degraded(dimensions):
+    """64 features of 512 images that are linear images of 1 or 2 random coordinates,
+    with no dead channel and every image told apart."""
+    generator = torch.Generator().manual_seed(8)
+    coordinates = torch.randn(512, dimensions, generator=generator)
+    features = coordinates @ torch.randn(dimensions, 64, generator=generator)
+    statistics, reasons = judged(features, num_classes=100)
+    assert reasons == [] and statistics["dead_fraction"] == 0
+    assert statistics["spanned_dimensions"] == dimensions
+    plural = "s" * (dimensions > 1)
+    assert degradation_reasons(statistics) == [
+        f"the features span {dimensions} dimension{plural}"]
+    # A third direction with 10% of the spread is enough to count.
+    features += torch.randn(512, 1, generator=generator) @ torch.randn(
+        1, 64, generator=generator) * 0.1 * features.std()
+    assert feature_statistics(features)["spanned_dimensions"] == dimensions + 1
+
+
+def test_a_record_saved_before_the_degradation_check_is_judged_on_what_it_holds():
+    """A saved ``collapse`` record with the dead dimensions only (the fair selection's
+    FitNet at gradient ratio 10: 96.9% of its dimensions dead)."""
+    from perceptcoh.book.report import degradation
+
+    entry = {"collapsed": False, "collapse": {"dead_fraction": 0.96875, "finite": True,
+                                              "feature_norm": 1.19}}
+    assert degradation(entry) == ["96.9% of the dimensions dead"]
+    assert degradation({**entry, "collapsed": True}) == []  # a collapse is marked as such
+    assert degradation({"collapsed": None}) == []
+
+
 def test_feature_statistics_refuses_what_is_not_a_feature_matrix():
     with pytest.raises(ValueError, match=r"non-empty \(n, d\) tensor"):
         feature_statistics(torch.zeros(0, 4))
@@ -120,20 +206,29 @@ def test_a_teacher_run_is_checked_too(teacher):
         assert record["feature_norm"] > 0 and 0 <= record["dead_fraction"] < 1
 
 
-def kill_the_features_of(monkeypatch, dead) -> None:
-    """The students whose config satisfies ``dead`` get features that are exactly 0 for
-    every image and stay so: the bottleneck (the features of digits_mlp) zeroed and frozen
-    after the student is built."""
+def kill_the_features_of(monkeypatch, live) -> None:
+    """The students whose config ``live(config)`` maps to a number ``k`` (not ``None``) keep
+    only their first ``k`` feature dimensions: the others are exactly 0 for every image and
+    stay so, their rows of the bottleneck (the features of digits_mlp, no ReLU) zeroed after
+    the student is built and their gradients zeroed in training."""
     build = perceptcoh.engine.session._prepare_student
 
     def prepare_student(config, *args, **kwargs):
         session = build(config, *args, **kwargs)
-        if dead(config):
+        kept = live(config)
+        if kept is not None:
             bottleneck = session.student.bottleneck
             with torch.no_grad():
-                bottleneck.weight.zero_()
-                bottleneck.bias.zero_()
-            bottleneck.requires_grad_(False)
+                bottleneck.weight[kept:] = 0
+                bottleneck.bias[kept:] = 0
+
+            def keep_dead(gradient: torch.Tensor) -> torch.Tensor:
+                gradient = gradient.clone()
+                gradient[kept:] = 0
+                return gradient
+
+            bottleneck.weight.register_hook(keep_dead)
+            bottleneck.bias.register_hook(keep_dead)
         return session
 
     monkeypatch.setattr(perceptcoh.engine.session, "_prepare_student", prepare_student)
@@ -142,12 +237,15 @@ def kill_the_features_of(monkeypatch, dead) -> None:
 def test_a_run_whose_features_die_is_flagged_warned_about_and_marked(tmp_path, monkeypatch):
     """A tiny plan (digits), its students trained in passes of three: KD in the pure
     protocol, seed 0, has dead features (KD works on logits, so its loss stays finite);
-    every other run is healthy."""
+    KD in the pure protocol, seed 1, keeps one live feature dimension of its four
+    (degraded, not collapsed); every other run is healthy."""
     monkeypatch.setitem(SCALES, "tiny", TINY)
     plan = comparison_plan("tiny", methods=["ce", "kd"], root=tmp_path, progress=False)
-    dead_dir = next(p.config.output_dir for p in plan.runs
-                    if (p.key["method"], p.key["protocol"], p.key["seed"]) == ("kd", "pure", 0))
-    kill_the_features_of(monkeypatch, lambda config: config.output_dir == dead_dir)
+    kd_dirs = {p.key["seed"]: p.config.output_dir for p in plan.runs
+               if (p.key["method"], p.key["protocol"]) == ("kd", "pure")}
+    dead_dir, degraded_dir = kd_dirs[0], kd_dirs[1]
+    kill_the_features_of(monkeypatch, lambda config: {dead_dir: 0, degraded_dir: 1}.get(
+        config.output_dir))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         document = run_plan(plan, None, progress=False)
@@ -156,13 +254,29 @@ def test_a_run_whose_features_die_is_flagged_warned_about_and_marked(tmp_path, m
     message = str(collapse_warnings[0].message)
     assert dead_dir in message and "method 'kd'" in message and "protocol 'pure'" in message
     assert "100.0% of the feature entries are 0" in message
+    degraded_warnings = [w for w in caught if issubclass(w.category, DegradedWarning)]
+    assert len(degraded_warnings) == 1
+    message = str(degraded_warnings[0].message)
+    assert degraded_dir in message and "are degraded" in message
+    assert "75.0% of the dimensions dead" in message and "span 1 dimension" in message
 
     for planned in plan.runs:
         output = Path(planned.config.output_dir)
         written = json.loads((output / RESULTS_NAME).read_text())
         dead = planned.config.output_dir == dead_dir
+        degraded = planned.config.output_dir == degraded_dir
         assert written["collapsed"] is dead, output
         assert written["collapse"]["collapsed"] is dead
+        assert written["degraded"] is degraded, output  # short of a collapse
+        # The initial student's features, measured before the first step: the reference
+        # of a shrinking norm (none for the dead student, whose features start at 0).
+        initial = written["collapse"]["initial"]
+        if dead:
+            assert initial["feature_norm"] == 0 and written["collapse"]["norm_ratio"] is None
+        else:
+            assert 1 <= initial["effective_rank"] <= 4
+            assert written["collapse"]["norm_ratio"] == pytest.approx(
+                written["collapse"]["feature_norm"] / initial["feature_norm"])
         assert written["collapse"]["images"] == 60 and written["collapse"]["finite"]
         # Every epoch of every student of the pass records its features' norm and dead
         # dimensions, in results.json and in the checkpoint.
@@ -171,6 +285,10 @@ def test_a_run_whose_features_die_is_flagged_warned_about_and_marked(tmp_path, m
         if dead:
             assert written["collapse"]["distinct_rows"] == 1
             assert all(r["feature_norm"] == 0 and r["dead_fraction"] == 1 for r in history)
+        elif degraded:
+            assert written["collapse"]["spanned_dimensions"] == 1
+            assert all(r["dead_fraction"] == 0.75 and r["effective_rank"] == pytest.approx(1)
+                       for r in history)
         else:
             assert written["collapse"]["distinct_rows"] > 10
             assert all(r["feature_norm"] > 0 and r["dead_fraction"] < 1 for r in history)
@@ -184,10 +302,14 @@ def test_a_run_whose_features_die_is_flagged_warned_about_and_marked(tmp_path, m
     assert [r["output_dir"] for r in collapsed_runs(document)] == [dead_dir]
     assert collapsed_runs(document)[0]["key"]["seed"] == 0
     assert sum(e["collapsed"] is False for e in document["runs"]) == len(plan.runs) - 1
+    assert entries[degraded_dir]["degraded"] is True
+    assert [r["output_dir"] for r in degraded_runs(document)] == [degraded_dir]
     table = comparison_table(document, methods=["ce", "kd"])
-    kd_row = table.split("<td>KD †</td>")[1].split("</tr>")[0]
-    assert kd_row.count("† 1/2 collapsed") == 3  # the three pure scores, not top-1
-    assert "<td>CE only</td>" in table and COLLAPSE_FOOTNOTE in table
+    kd_row = table.split("<td>KD † ‡</td>")[1].split("</tr>")[0]
+    # the three pure scores, not top-1
+    assert kd_row.count("† 1/2 collapsed ‡ 1/2 degraded") == 3
+    assert "<td>CE only</td>" in table
+    assert COLLAPSE_FOOTNOTE in table and DEGRADED_FOOTNOTE in table
 
 
 def test_a_document_saved_before_the_check_still_renders():
