@@ -2,6 +2,9 @@
 are what the chapter describes, the runs are reproducible and paired, Eckart-Young bounds
 FitNet's loss, and the claims, table and figure work end to end."""
 
+import json
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from perceptcoh.book.synthetic import (
     gaussian_clusters, make_student, make_teacher, principal_plane)
 from perceptcoh.book.synthetic import score_table, sheet_colours, show_embeddings
 
+ROOT = Path(__file__).resolve().parents[2]
 TINY = Budget(steps=3, batch_size=16, train_size=64, test_size=40)
 
 
@@ -69,6 +73,17 @@ def test_across_seeds_is_reproducible_and_bounded_by_eckart_young():
 def test_every_data_set_has_its_learning_rates():
     assert set(LEARNING_RATES) == set(DATASETS)
     assert all(set(rates) == set(LOSSES) for rates in LEARNING_RATES.values())
+
+
+def test_learning_rates_are_the_validated_ones():
+    """The chapter trains at the rates its saved validation sweep chose
+    (scripts/synthetic_sweep.py), each inside the swept grid, not at its edge."""
+    sweep = json.loads((ROOT / "results" / "synthetic-sweep.json").read_text())
+    chosen = {data: entry["chosen"] for data, entry in sweep["sweep"].items()}
+    assert LEARNING_RATES == chosen
+    edges = (min(sweep["rates"]), max(sweep["rates"]))
+    assert not [rate for rates in chosen.values() for rate in rates.values()
+                if rate in edges]
 
 
 def test_compare_takes_other_losses_and_rates():
