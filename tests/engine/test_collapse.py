@@ -187,6 +187,30 @@ def test_a_record_saved_before_the_degradation_check_is_judged_on_what_it_holds(
     assert degradation({"collapsed": None}) == []
 
 
+def test_the_degradation_thresholds_sit_outside_every_healthy_saved_run():
+    """The evidence of results/feature-health.json (scripts/feature_health.py): the healthy
+    laptop runs are on the healthy side of each threshold by a wide margin, and the saved
+    documents hold exactly the two degraded runs the collapse module's docstring names."""
+    from perceptcoh.engine.collapse import (DEGRADED_DEAD_FRACTION, DEGRADED_NORM_RATIO,
+                                            DEGRADED_SPAN)
+
+    saved = json.loads((Path(__file__).resolve().parents[2] / "results"
+                        / "feature-health.json").read_text())
+    summary = saved["summary"]
+    assert summary["dead_fraction_max"] < DEGRADED_DEAD_FRACTION / 2
+    assert summary["spanned_dimensions_min"] >= 3 * DEGRADED_SPAN
+    assert summary["initial_spanned_dimensions_min"] >= 3 * DEGRADED_SPAN
+    assert summary["norm_ratio_range"][0] >= 5 * DEGRADED_NORM_RATIO
+    degraded = [(key["method"], key["gradient_ratio"])
+                for document in saved["documents"].values() for key in document["degraded"]]
+    assert sorted(degraded) == [("fitnet", 10.0), ("pc", 10.0)]
+    for document in saved["documents"].values():
+        assert document["largest_dead_fraction_of_the_others"] < DEGRADED_DEAD_FRACTION / 2
+    # The effective rank alone could not tell them apart: the untrained students' is as
+    # low as a degenerate run's would be.
+    assert summary["initial_effective_rank_range"][0] < 1.5
+
+
 def test_feature_statistics_refuses_what_is_not_a_feature_matrix():
     with pytest.raises(ValueError, match=r"non-empty \(n, d\) tensor"):
         feature_statistics(torch.zeros(0, 4))
