@@ -45,6 +45,7 @@ __all__ = ["METHOD_NAMES", "SCORES", "COLLAPSE_FOOTNOTE", "DEGRADED_FOOTNOTE", "
            "html_table", "comparison_table", "collapsed_runs", "degradation", "degraded_runs",
            "lengths_table", "runs_of", "scores_by_seed",
            "verdicts", "verdict_cell", "verdict_table", "verdict_text", "verdicts_by_length",
+           "holm_footnote",
            "SCORE_KEYS", "verdict_changes", "sweep", "sweep_table", "students",
            "collapse_table"]
 
@@ -205,9 +206,10 @@ def verdicts(document: dict, method: str = "pc", baselines: Sequence[str] = ("fi
     ``d`` (mean difference, positive: ``method`` better), ``low``, ``high``, ``verdict``,
     ``p`` (the p-value of that verdict's test: two-sided for ``ahead`` and ``behind``,
     whose direction the data chose, the larger of the two one-sided tests for ``on par``,
-    the smallest of them for ``undecided``) and ``holm``: whether the call survives Holm's step-down correction
-    (:func:`perceptcoh.stats.holm`) over every row of the call with two seeds or more, so
-    that the chance of any false call among them is at most ``alpha``."""
+    the smallest of them for ``undecided``), ``alpha`` and ``holm``: whether the call
+    survives Holm's step-down correction (:func:`perceptcoh.stats.holm`) over every row of
+    the call with two seeds or more, so that the chance of any false call among them is at
+    most ``alpha``."""
     runs = runs_of(document)
     found = []
     for pair in dict.fromkeys(entry["key"]["pair"] for entry in runs):
@@ -219,7 +221,7 @@ def verdicts(document: dict, method: str = "pc", baselines: Sequence[str] = ("fi
                 theirs = scores_by_seed(runs, baseline, protocol, metric, pair=pair)
                 seeds = sorted(set(mine) & set(theirs))
                 row = {"pair": pair, "protocol": protocol, "metric": metric,
-                       "baseline": baseline, "n": len(seeds)}
+                       "baseline": baseline, "n": len(seeds), "alpha": alpha}
                 if len(seeds) < 2:
                     found.append({**row, "d": math.nan, "low": math.nan, "high": math.nan,
                                   "verdict": "n/a", "p": math.nan, "holm": False})
@@ -281,7 +283,19 @@ def verdict_table(found: Sequence[dict], baselines: Sequence[str],
     labels = _score_labels(found)
     body = [[METHOD_NAMES.get(b, b), *(verdict_cell(table[b, p, m]) for p, m, _ in labels)]
             for b in baselines]
-    return html_table(["against", *(label for *_, label in labels)], body, caption)
+    return html_table(["against", *(label for *_, label in labels)], body, caption,
+                      holm_footnote([found]))
+
+
+def holm_footnote(families: Sequence[Sequence[dict]]) -> str:
+    """What ✱ means, with the family-wise level Holm's correction controls: one family of
+    :func:`verdicts` rows, or several (one per column)."""
+    sizes = [sum(row["verdict"] != "n/a" for row in rows) for rows in families]
+    alpha = next((row["alpha"] for rows in families for row in rows), 0.05)
+    family = (f"a family of {sizes[0]} comparisons" if len(sizes) == 1
+              else "each column's family (" + ", ".join(map(str, sizes)) + " comparisons)")
+    return (f"✱ survives Holm's correction over {family}: the chance of any false "
+            f"'ahead' or 'behind' call among them is at most {alpha:.0%}")
 
 
 def verdicts_by_length(by_length: dict[str, Sequence[dict]], baselines: Sequence[str],
@@ -294,7 +308,8 @@ def verdicts_by_length(by_length: dict[str, Sequence[dict]], baselines: Sequence
     body = [[METHOD_NAMES.get(b, b), label,
              *(verdict_cell(table[b, p, m]) for table in tables.values())]
             for b in baselines for p, m, label in labels]
-    return html_table(["against", "score", *by_length], body, caption)
+    return html_table(["against", "score", *by_length], body, caption,
+                      holm_footnote(list(by_length.values())))
 
 
 def verdict_text(found: Sequence[dict], alpha: float = 0.05) -> str:

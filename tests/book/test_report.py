@@ -104,7 +104,12 @@ def test_verdict_tables_and_text_say_what_the_rows_say():
     assert verdict_cell(gap) == "ahead ✱ (+0.100, [+0.100, +0.100])"
     table = verdict_table(found, ["fitnet", "sp"])
     assert "<th>pure: linear probe</th>" in table and "supervised" not in table
-    assert table.count("<tr>") == 3
+    assert table.count("<tr>") == 3 + 1  # header, two baselines, the footnote
+    # The footnote states the family-wise level the correction controls (the family is
+    # every comparison verdicts() made, which the table may show only part of).
+    assert ("✱ survives Holm&#x27;s correction over a family of 4 comparisons: the "
+            "chance of any false &#x27;ahead&#x27; or &#x27;behind&#x27; call among them "
+            "is at most 5%") in table
     text = verdict_text(found)
     assert "- pure: linear probe: **ahead of** FitNet; **on par with** SP." in text
     # 4 comparisons with seeds (kNN has none), 2 alpha = 10% each: 0.4 false calls by chance.
@@ -112,7 +117,8 @@ def test_verdict_tables_and_text_say_what_the_rows_say():
     assert "kNN" not in text
     assert "ahead FitNet (pure: gap Δ₁)" in text
     by_length = verdicts_by_length({"1 epoch": found, "3 epochs": found}, ["sp"])
-    assert by_length.count("<tr>") == 1 + 3 and "<th>3 epochs</th>" in by_length
+    assert by_length.count("<tr>") == 1 + 3 + 1 and "<th>3 epochs</th>" in by_length
+    assert "over each column&#x27;s family (4, 4 comparisons): the chance" in by_length
 
 
 def test_the_lengths_table_puts_each_length_beside_the_other_and_marks_collapse():
