@@ -8,7 +8,7 @@ The runs are the chapter's CPU live set: PC and the two baselines with the best 
 (KD, FitNet), pure protocol, seed 0, one pass of the laptop scale
 (results/cifar100-laptop-all.json); and the fair test's PC at its chosen setting, first final
 seed (results/cifar100-laptop-fair-final.json). Each setting trains them afresh under
-runs/float-order/LABEL:
+runs/float-order/LABEL (finished runs are reused: a second call only rewrites the file):
 
     PERCEPTCOH_DATA=../shared/data python scripts/float_order.py --threads 1
     PERCEPTCOH_DATA=../shared/data python scripts/float_order.py --threads 1 --no-onednn
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -33,7 +32,7 @@ from perceptcoh.engine.experiments import comparison_plan, run_plan
 from perceptcoh.engine.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = ("linear_probe_top1", "knn_top1", "perception_gap_r1")
+METRICS = ("top1", "linear_probe_top1", "knn_top1", "perception_gap_r1")
 
 
 def label_of(threads: int, onednn: bool) -> str:
@@ -58,16 +57,18 @@ def main() -> int:
 
     plan = comparison_plan("laptop", methods=args.methods, seeds=(0,), root=root)
     plan.runs = [run for run in plan.runs if run.key["protocol"] == "pure"]
-    started = time.perf_counter()
     documents = {"comparison": run_plan(plan, None),
                  "fair": run_plan(laptop_fair.live_plan(final, root=root), None)}
     runs = [{"document": name, "key": entry["key"], "beta": entry["beta"],
              "collapsed": entry["collapsed"],
-             "metrics": {m: entry["metrics"][m] for m in METRICS}}
+             "metrics": {m: entry["metrics"][m] for m in METRICS
+                         if entry["metrics"].get(m) is not None},
+             "provenance": entry["provenance"]}  # where and at which commit it trained
             for name, document in documents.items() for entry in document["runs"]]
     record = {"label": label, "threads": args.threads, "onednn": not args.no_onednn,
-              "seconds": time.perf_counter() - started, "runs": runs,
-              "provenance": provenance(device="cpu")}
+              "training_seconds": {name: document["wall_time_seconds"]["total"]
+                                   for name, document in documents.items()},
+              "runs": runs, "provenance": provenance(device="cpu")}
     path = ROOT / "results" / f"laptop-float-order-{label}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {path}")

@@ -21,10 +21,12 @@ optionally preceded by a protocol (``"pure, comparison"``). The scores are the s
 
 The live re-run (:func:`compare_live`) must equal the saved runs bit for bit in the
 environment that wrote them (same torch, device, thread count, CPU model and vector
-instructions, all recorded on both sides, and the same measured
-``beta``); elsewhere each score must lie within ``4 sqrt(2) s`` of the saved one, ``s`` the
-seed standard deviation of that score pooled over the table's methods without a collapsed
-run (:func:`pooled_spread`).
+instructions, all recorded on both sides, and the same measured ``beta``); elsewhere each
+score must lie within ``max(4 sqrt(2) s, f)`` of the saved one, ``s`` the seed standard
+deviation of that score over the saved runs of the same method (:func:`seed_spread`), ``f``
+the floor of that score: the largest difference measured between floating-point orders of
+the same runs (:func:`float_order_floor`, from ``results/laptop-float-order-*.json``). A
+pooled spread would let one method's noise hide another's regression.
 
 The bookkeeping checks raise ``ValueError`` naming what is wrong.
 """
@@ -46,7 +48,7 @@ from .report import (METHOD_NAMES, SCORE_KEYS, collapsed_runs, html_table, runs_
                      scores_by_seed, students, sweep)
 
 __all__ = ["BOUNDS", "CheckedRuns", "LiveCheck", "check_every_run", "check_comparison",
-           "check_longer", "check_sweeps", "pass_times", "pooled_spread",
+           "check_longer", "check_sweeps", "pass_times", "seed_spread", "float_order_floor",
            "compare_live", "SWEEP_LABELS", "method_colours", "plot_comparison",
            "plot_sweeps", "sweep_band"]
 
@@ -220,25 +222,47 @@ def pass_times(document: dict) -> dict[tuple[str, ...], float]:
     return passes
 
 
-def pooled_spread(runs: Sequence[dict], protocol: str, metric: str,
-                  methods: Sequence[str]) -> float:
-    """The seed standard deviation of ``metric`` in ``protocol``, pooled over the
-    ``methods`` that have no collapsed run: one unstable method must not widen every
-    method's tolerance."""
-    squares, dof = 0.0, 0
-    for method in methods:
-        group = [e for e in runs
-                 if (e["key"]["method"], e["key"]["protocol"]) == (method, protocol)]
-        if any(e.get("collapsed") for e in group):
-            continue
-        values = np.array([e["metrics"][metric] for e in group if metric in e["metrics"]])
-        if len(values) > 1:
-            squares += ((values - values.mean()) ** 2).sum()
-            dof += len(values) - 1
-    if dof == 0:
-        raise ValueError(f"no method of {list(methods)} has two runs with {metric!r} in the "
-                         f"{protocol} protocol: no seed spread to pool")
-    return math.sqrt(squares / dof)
+def seed_spread(runs: Sequence[dict], method: str, protocol: str, metric: str) -> float:
+    """The seed standard deviation of ``metric`` over ``method``'s runs of ``protocol``
+    among ``runs`` whose features did not collapse (``collapsed`` not true). Raises
+    ``ValueError`` when fewer than two runs have the metric: no spread to measure."""
+    values = np.array([e["metrics"][metric] for e in runs
+                       if (e["key"]["method"], e["key"]["protocol"]) == (method, protocol)
+                       and not e.get("collapsed") and metric in e["metrics"]])
+    if len(values) < 2:
+        raise ValueError(f"{method!r} has {len(values)} healthy run(s) with {metric!r} in "
+                         f"the {protocol} protocol: no seed spread to measure")
+    return float(values.std(ddof=1))
+
+
+def float_order_floor(measured: Sequence[dict], saved: Mapping[str, dict]) -> dict[str, float]:
+    """Per metric, the largest difference between two floating-point orders of the same run:
+    over the runs of the ``measured`` documents (``results/laptop-float-order-*.json``,
+    ``scripts/float_order.py``: the same runs under other thread counts or with oneDNN off,
+    each run naming its ``document``) and the saved run of the same key in ``saved[name]``.
+    Raises ``ValueError`` when fewer than two documents are measured, or a measured run has
+    no saved counterpart."""
+    if len(measured) < 2:
+        raise ValueError(f"measured must hold at least two floating-point orders, got "
+                         f"{len(measured)}")
+    values: dict[tuple[str, str, str], list[float]] = {}
+    for document in measured:
+        for run in document["runs"]:
+            name, key = run["document"], json.dumps(run["key"], sort_keys=True)
+            if saved.get(name) is None:
+                raise ValueError(f"no saved document {name!r} to compare the measured runs "
+                                 f"with")
+            by_key = {json.dumps(e["key"], sort_keys=True): e for e in saved[name]["runs"]}
+            if key not in by_key:
+                raise ValueError(f"no saved run of {run['key']} in {name!r}")
+            for metric, value in run["metrics"].items():
+                group = values.setdefault((name, key, metric),
+                                          [by_key[key]["metrics"][metric]])
+                group.append(value)
+    floor: dict[str, float] = {}
+    for (_, _, metric), group in values.items():
+        floor[metric] = max(floor.get(metric, 0.0), max(group) - min(group))
+    return floor
 
 
 @dataclass(frozen=True)
@@ -288,7 +312,7 @@ class LiveCheck:
                           caption=f"Live against saved, seed {seeds}{more}")
 
 
-def compare_live(live: dict, saved: dict, methods: Sequence[str],
+def compare_live(live: dict, saved: dict, floor: Mapping[str, float],
                  metrics: Sequence[str] = ("top1", "linear_probe_top1", "knn_top1",
                                            "perception_gap_r1"),
                  pool: Sequence[dict] | None = None) -> LiveCheck:
@@ -298,10 +322,11 @@ def compare_live(live: dict, saved: dict, methods: Sequence[str],
     recorded on both sides and equal) and every run measured the saved ``beta``. A metric of ``metrics`` that either run has is compared; one that only one of
     them has is a failure (its missing side NaN), never skipped. A run whose ``collapsed``
     is not ``False`` on either side (collapsed, or saved before the check and unknown) is
-    listed in :attr:`LiveCheck.unhealthy` and fails the check. ``pool``: the saved runs
-    whose seed spread sets the tolerance, one setting per method (default: the
-    comparison's runs, :func:`perceptcoh.book.report.runs_of`; the fair test's final runs,
-    whose keys all name a knob, pass ``saved["runs"]``)."""
+    listed in :attr:`LiveCheck.unhealthy` and fails the check. ``floor``: each metric's
+    floor (:func:`float_order_floor`); a compared metric without one raises ``ValueError``.
+    ``pool``: the saved runs whose seed spread sets the tolerance, one setting per method
+    (default: the comparison's runs, :func:`perceptcoh.book.report.runs_of`; the fair test's
+    final runs, whose keys all name a knob, pass ``saved["runs"]``)."""
     by_key = {json.dumps(e["key"], sort_keys=True): e for e in saved["runs"]}
     pairs = [(e, by_key[json.dumps(e["key"], sort_keys=True)]) for e in live["runs"]]
     here, origin = live["provenance"], saved["provenance"]
@@ -309,19 +334,20 @@ def compare_live(live: dict, saved: dict, methods: Sequence[str],
     # (a document saved before the CPU model and capability were recorded never is).
     locked = all(k in here and k in origin and here[k] == origin[k]
                  for k in FLOAT_ORDER_KEYS) and all(e["beta"] == s["beta"] for e, s in pairs)
-    spreads: dict[tuple[str, str], float] = {}  # one pooled spread per protocol and metric
+    pool = runs_of(saved) if pool is None else pool
     compared, unhealthy = [], []
     for entry, reference in pairs:
         if entry.get("collapsed") is not False or reference.get("collapsed") is not False:
             unhealthy.append(entry["key"])
-        protocol = entry["key"]["protocol"]
+        method, protocol = entry["key"]["method"], entry["key"]["protocol"]
         for metric in metrics:
             if metric not in reference["metrics"] and metric not in entry["metrics"]:
                 continue
-            if not locked and (protocol, metric) not in spreads:
-                spreads[protocol, metric] = pooled_spread(
-                    runs_of(saved) if pool is None else pool, protocol, metric, methods)
-            tolerance = 0.0 if locked else 4 * math.sqrt(2) * spreads[protocol, metric]
+            if metric not in floor:
+                raise ValueError(f"floor has no value for {metric!r}: measure it with "
+                                 f"scripts/float_order.py")
+            tolerance = 0.0 if locked else max(
+                4 * math.sqrt(2) * seed_spread(pool, method, protocol, metric), floor[metric])
             compared.append((entry["key"], metric, entry["metrics"].get(metric, math.nan),
                              reference["metrics"].get(metric, math.nan), tolerance))
     return LiveCheck(tuple(compared), locked, tuple(unhealthy))

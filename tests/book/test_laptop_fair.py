@@ -133,11 +133,11 @@ def test_the_live_plan_is_the_chosen_setting_of_one_method_from_the_first_final_
         laptop_fair.live_plan(document, method="crd", root=str(tmp_path))
 
 
-def test_the_live_check_of_a_final_run_pools_the_final_runs_seed_spread():
+def test_the_live_check_of_a_final_run_takes_the_final_runs_seed_spread():
     """Every key of a final run names a knob, so the comparison's runs (no knob) are none
-    of them: the tolerance pools the spread of ``pool``, the final runs (a re-run of the
+    of them: the tolerance takes the spread of ``pool``, the final runs (a re-run of the
     laptop chapter failed on this with a division by zero)."""
-    from perceptcoh.book.laptop import compare_live, pooled_spread
+    from perceptcoh.book.laptop import compare_live, seed_spread
 
     document = final_document()
     for run in document["runs"]:
@@ -147,9 +147,10 @@ def test_the_live_check_of_a_final_run_pools_the_final_runs_seed_spread():
     live = {"runs": [run for run in document["runs"]
                      if run["key"]["method"] == "pc" and run["key"]["seed"] == 1],
             "provenance": {"torch": "x", "device": "cpu", "cpu_threads": 2}}
+    floor = dict.fromkeys(("top1", "linear_probe_top1", "knn_top1", "perception_gap_r1"), 0.0)
     with pytest.raises(ValueError, match="no seed spread"):
-        compare_live(live, document, FAIR_METHODS)
-    check = compare_live(live, document, FAIR_METHODS, pool=document["runs"])
-    spread = pooled_spread(document["runs"], "pure", "linear_probe_top1", FAIR_METHODS)
+        compare_live(live, document, floor)
+    check = compare_live(live, document, floor, pool=document["runs"])
+    spread = seed_spread(document["runs"], "pc", "pure", "linear_probe_top1")
     assert check.hold and not check.locked and spread > 0
     assert check.compared[0][4] == pytest.approx(4 * math.sqrt(2) * spread)
