@@ -83,6 +83,31 @@ def test_linear_probe_matches_scikit_learn():
     assert accuracy == pytest.approx(reference.score(standardised_test, test_labels.numpy()))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_linear_probe_is_bit_for_bit_repeatable_on_a_cpu(threads):
+    """Issue 25, item 4: the probe (float32 L-BFGS, 500 iterations) of the same features is
+    the same to the last bit when fitted again, from a copy at another memory alignment,
+    with 1 or 2 threads. Probes of identical students that differ between two saved tables
+    therefore come from where the tables were computed (another CPU's BLAS kernels order
+    the sums differently), not from the probe."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(3000, 64, generator=generator)
+    labels = torch.randint(0, 20, (3000,), generator=generator)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        first = feature_metrics.fit_linear_probe(features, labels, 20)
+        buffer = torch.empty(features.numel() + 1)
+        shifted = buffer[1:].view_as(features)  # 4 bytes off the allocator's alignment
+        shifted.copy_(features)
+        assert shifted.data_ptr() % 64 != features.data_ptr() % 64
+        again = feature_metrics.fit_linear_probe(shifted, labels, 20)
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+
+
 def test_linear_probe_ignores_constant_features_and_separates_classes():
     labels = torch.arange(40) % 4
     features = torch.cat([torch.nn.functional.one_hot(labels, 4).float(),
