@@ -19,14 +19,13 @@ untimed steps per student.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch
 
-from perceptcoh.models import build_model
-from perceptcoh.engine.provenance import provenance
+from common import write_result
 from perceptcoh.engine import TrainConfig, prepare_cohort, train_cohort_epoch, train_epoch
+from perceptcoh.models import build_model
 
 METHODS = ("pc", "kd", "fitnet", "rkd", "pkt", "sp", "cc", "ce")
 
@@ -86,12 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<10} {row['student_images_per_second']:>10,.0f} student-images/s "
               f"{row['seconds']:>8.2f} s")
     print(f"one pass / separate: {speedup:.2f}x")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"arguments": vars(args), "results": rows, "speedup": speedup,
-                       "threads": torch.get_num_threads(), "provenance": provenance()},
-                      handle, indent=2)
-            handle.write("\n")
+    write_result(args.json, {"arguments": vars(args), "results": rows, "speedup": speedup})
     return 0
 
 

@@ -19,27 +19,18 @@ import time
 
 import torch
 
-from perceptcoh.engine import TrainConfig, prepare_cohort, train_cohort_epoch
-from perceptcoh.engine.fair import FAIR_METHODS
-from perceptcoh.engine.provenance import provenance
+from common import fair_cohort, write_result
+from perceptcoh.engine import prepare_cohort, train_cohort_epoch
 from perceptcoh.models import build_model
-
-
-def configs(args: argparse.Namespace, compile_models: bool) -> list[TrainConfig]:
-    methods = [FAIR_METHODS[index % len(FAIR_METHODS)] for index in range(args.students)]
-    return [TrainConfig(dataset="cifar100", data_root=args.data_root, model="resnet8",
-                        teacher="resnet20", method=method, protocol="pure",
-                        gradient_ratio=1.0, batch_size=args.batch_size, epochs=1, seed=index,
-                        data_seed=0, device="cpu", compile=compile_models, progress=False,
-                        output_dir=f"unused/{index}")
-            for index, method in enumerate(methods)]
 
 
 def measure(args: argparse.Namespace, compile_models: bool) -> dict:
     """Warm-up seconds, timed seconds and the final weights of one cohort."""
     torch.manual_seed(0)
     teacher = build_model("resnet20", 100)
-    sessions = prepare_cohort(configs(args, compile_models), teacher=teacher)
+    sessions = prepare_cohort(fair_cohort(args.students, args.data_root,
+                                           batch_size=args.batch_size,
+                                           compile=compile_models), teacher=teacher)
     start = time.perf_counter()
     train_cohort_epoch(sessions, 0, max_steps=args.warmup_steps)
     warmup = time.perf_counter() - start
@@ -77,12 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     speedup = rows["eager"]["ms_per_student_step"] / rows["compile"]["ms_per_student_step"]
     print(f"{args.students} students, batch {args.batch_size}, {torch.get_num_threads()} "
           f"threads: compile / eager speed {speedup:.2f}x")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"arguments": vars(args), "results": rows, "speedup": speedup,
-                       "threads": torch.get_num_threads(), "provenance": provenance()},
-                      handle, indent=2)
-            handle.write("\n")
+    write_result(args.json, {"arguments": vars(args), "results": rows, "speedup": speedup})
     return 0
 
 

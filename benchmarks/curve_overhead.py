@@ -6,31 +6,29 @@ K students (the fair test's methods in turn, pure protocol, ``gradient_ratio=1``
 teacher with random weights, resnet8 students, CIFAR-100 batches of 128) train ``--steps``
 steps with ``curve_every`` 0 and ``--curve-every``, alternately, ``--repeats`` times each;
 the overhead is the ratio of the fastest of each, minus 1 (on a shared machine the slow
-repeats are the ones another process delayed), and each repeat's own ratio is reported too. The weights reached are checked to be the
-same with and without curves.
+repeats are the ones another process delayed), and each repeat's own ratio is reported
+too. The weights reached are checked to be the same with and without curves.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
+import time
 
 import torch
 
-import time
-
-from perceptcoh.engine import TrainConfig, prepare_cohort, train_cohort_epoch
+from common import fair_cohort, write_result
+from perceptcoh.engine import prepare_cohort, train_cohort_epoch
 from perceptcoh.engine.loop import optimiser_step, teacher_forward, training_batch
-from perceptcoh.engine.fair import FAIR_METHODS
-from perceptcoh.engine.provenance import provenance
 from perceptcoh.models import build_model
 
 
 def step_costs(args: argparse.Namespace) -> dict:
     """Median seconds of a cohort's step without and with a curve point for every student."""
-    sessions = prepare_cohort(configs(args, 0), teacher=build_model("resnet20", 100))
+    sessions = prepare_cohort(fair_cohort(args.students, args.data_root, batch_size=128),
+                              teacher=build_model("resnet20", 100))
     lead = sessions[0]
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {"plain": [], "measured": []}
@@ -50,20 +48,12 @@ def step_costs(args: argparse.Namespace) -> dict:
             "overhead_at_curve_every": (measured - plain) / (args.curve_every * plain)}
 
 
-def configs(args: argparse.Namespace, curve_every: int) -> list[TrainConfig]:
-    methods = [FAIR_METHODS[index % len(FAIR_METHODS)] for index in range(args.students)]
-    return [TrainConfig(dataset="cifar100", data_root=args.data_root, model="resnet8",
-                        teacher="resnet20", method=method, protocol="pure",
-                        gradient_ratio=1.0, batch_size=128, epochs=1, seed=index,
-                        data_seed=0, device="cpu", curve_every=curve_every, progress=False,
-                        output_dir=f"unused/{index}")
-            for index, method in enumerate(methods)]
-
-
 def run(args: argparse.Namespace, curve_every: int) -> tuple[float, list[dict]]:
     """Seconds of ``--steps`` steps after one warm-up step, and the final weights."""
     torch.manual_seed(0)
-    sessions = prepare_cohort(configs(args, curve_every), teacher=build_model("resnet20", 100))
+    sessions = prepare_cohort(fair_cohort(args.students, args.data_root, batch_size=128,
+                                          curve_every=curve_every),
+                              teacher=build_model("resnet20", 100))
     train_cohort_epoch(sessions, 0, max_steps=1)
     seconds = train_cohort_epoch(sessions, 1, max_steps=args.steps)[0]["seconds"]
     return seconds, [s.student.state_dict() for s in sessions]
@@ -96,14 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     paired = [w / o - 1 for w, o in zip(times["with"], times["without"])]
     print(f"{args.students} students, {args.steps} steps, a curve point every "
           f"{args.curve_every}: overhead {100 * overhead:+.1f}%, same weights: {same}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"arguments": vars(args), "seconds": times, "overhead": overhead,
-                       "paired_overheads": paired, "median_paired_overhead":
-                       statistics.median(paired), "step_costs": steps,
-                       "same_weights": same, "threads": torch.get_num_threads(),
-                       "provenance": provenance()}, handle, indent=2)
-            handle.write("\n")
+    write_result(args.json, {"arguments": vars(args), "seconds": times, "overhead": overhead,
+                             "paired_overheads": paired,
+                             "median_paired_overhead": statistics.median(paired),
+                             "step_costs": steps, "same_weights": same})
     return 0
 
 
