@@ -20,7 +20,7 @@ from ..engine.collapse import DEGRADED_DEAD_FRACTION
 from ..engine.fair import CLASS_AWARE, CLASS_UNAWARE, FAIR_METHODS, final_plan
 from ..engine.plans import Plan
 from ..stats import difference
-from .report import METHOD_NAMES, degradation, html_table
+from .report import METHOD_NAMES, degradation, html_table, scores_by_seed
 
 __all__ = ["PLAN", "SELECTION", "FINAL", "registration_table", "selection_table",
            "plot_curves", "final_table", "verdicts", "verdict_table", "answer", "live_plan"]
@@ -133,8 +133,10 @@ def plot_curves(document: Mapping, methods: Sequence[str] = (*FAIR_METHODS, "ce"
 
 
 def _scores(document: Mapping, method: str, metric: str) -> dict[int, float]:
-    return {run["key"]["seed"]: run["metrics"][metric] for run in document["runs"]
-            if run["key"]["method"] == method and metric in run["metrics"]}
+    """:func:`~perceptcoh.book.report.scores_by_seed` of a final run: the controls train in
+    the supervised protocol, the fair methods in the pure one."""
+    protocol = "supervised" if method in CONTROLS else "pure"
+    return scores_by_seed(document["runs"], method, protocol, metric)
 
 
 def _mean_std(values: Sequence[float], scale: float, digits: int) -> str:
