@@ -203,22 +203,25 @@ def run_fair_selection(scale: str, registered: dict, output: str | os.PathLike |
                          "register anew before any selection run")
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     knob_order = {method: knob.values for method, knob in KNOBS.items()}
-    extensions: dict = {}
-    first = None
-    while True:
+
+    def selection_round(extensions: dict) -> dict:
         plan = selection_plan(scale, extensions=extensions, root=root, **execution)
-        document = run_plan(plan, time_limit=_remaining(deadline),
-                            progress=execution.get("progress", True), cohort_size=cohort_size,
-                            only_pass=only_pass)
+        return run_plan(plan, time_limit=_remaining(deadline),
+                        progress=execution.get("progress", True), cohort_size=cohort_size,
+                        only_pass=only_pass)
+
+    # Round 1: the registered grid.
+    document = selection_round({})
+    if not document["completed"]:
+        return document
+    first = chosen = choose(document["runs"], knob_order)
+    # Round 2, once: the grid extended for each method chosen at its edge.
+    extensions = extensions_for(first)
+    if extensions:
+        document = selection_round(extensions)
         if not document["completed"]:
             return document
         chosen = choose(document["runs"], knob_order)
-        if first is not None:
-            break
-        first = chosen
-        extensions = extensions_for(chosen)
-        if not extensions:
-            break
     document.update({"registered": registered, "first_choice": first,
                      "extensions": extensions, "chosen": chosen})
     if output is not None:
