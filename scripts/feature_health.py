@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from perceptcoh.engine.checkpoint import model_from_checkpoint
-from perceptcoh.engine.collapse import check_collapse, degradation_reasons
+from perceptcoh.book.report import degradation
+from perceptcoh.engine.collapse import check_collapse
 from perceptcoh.engine.data import load_dataset
 from perceptcoh.engine.provenance import provenance
 from perceptcoh.models import build_model
@@ -75,13 +76,11 @@ def saved_documents() -> dict[str, dict]:
                 if run.get("collapse")]
         if not runs:
             continue
-        healthy = [run for run in runs if not run.get("collapsed")
-                   and not degradation_reasons(run["collapse"])]
+        healthy = [run for run in runs if not run.get("collapsed") and not degradation(run)]
         summary[path.name] = {
             "runs": len(runs),
             "collapsed": sum(bool(run.get("collapsed")) for run in runs),
-            "degraded": [run["key"] for run in runs if not run.get("collapsed")
-                         and degradation_reasons(run["collapse"])],
+            "degraded": [run["key"] for run in runs if degradation(run)],
             "largest_dead_fraction_of_the_others": max(
                 (run["collapse"]["dead_fraction"] for run in healthy), default=None),
         }

@@ -245,14 +245,16 @@ def float_order_floor(measured: Sequence[dict], saved: Mapping[str, dict]) -> di
     if len(measured) < 2:
         raise ValueError(f"measured must hold at least two floating-point orders, got "
                          f"{len(measured)}")
+    indexed = {name: {json.dumps(e["key"], sort_keys=True): e for e in document["runs"]}
+               for name, document in saved.items() if document is not None}
     values: dict[tuple[str, str, str], list[float]] = {}
     for document in measured:
         for run in document["runs"]:
             name, key = run["document"], json.dumps(run["key"], sort_keys=True)
-            if saved.get(name) is None:
+            if name not in indexed:
                 raise ValueError(f"no saved document {name!r} to compare the measured runs "
                                  f"with")
-            by_key = {json.dumps(e["key"], sort_keys=True): e for e in saved[name]["runs"]}
+            by_key = indexed[name]
             if key not in by_key:
                 raise ValueError(f"no saved run of {run['key']} in {name!r}")
             for metric, value in run["metrics"].items():
